@@ -33,6 +33,12 @@ _SYMBOL_TO_LEVEL = {symbol: level for level, symbol in enumerate(URLSAFE_ALPHABE
 # The standard base64 alphabet differs only in its last two symbols; accept them as their URL-safe twins.
 _SYMBOL_TO_LEVEL.update({"+": 62, "/": 63})
 
+# Encoder versions that exist. `stylecodes.versions` maps each to its model; a process may serve fewer.
+KNOWN_VERSIONS: dict[int, str] = {
+    0: "demo model (tiny, random weights: images are not meaningful)",
+    1: "StyleCodes v1, the published release",
+}
+
 EXAMPLE_CODE = "C_d_AAI_rQglIvUb1_fC1"
 _FORMAT_HINT = (
     f"A stylecode is {LATENT_DIM} base64 symbols (A-Z a-z 0-9 - _) followed by one version digit, "
@@ -131,7 +137,11 @@ def parse_code(text: str) -> StyleCode:
     version_digit = code[LATENT_DIM]
     if not ("0" <= version_digit <= "9"):
         raise CodeError(f"The last character of a stylecode is the encoder version digit (0-9), got `{version_digit}`.")
-    return StyleCode(tuple(levels), int(version_digit))
+    version = int(version_digit)
+    if version not in KNOWN_VERSIONS:
+        known = ", ".join(str(v) for v in KNOWN_VERSIONS)
+        raise CodeError(f"The stylecode ends in `{version}`, an unknown encoder version; known versions are {known}.")
+    return StyleCode(tuple(levels), version)
 
 
 def _parse_legacy(code: str) -> StyleCode:

@@ -45,7 +45,7 @@ def test_surrounding_whitespace_and_backticks_are_ignored():
     assert parse_code("  `C_d_AAI_rQglIvUb1_fC1` ") == parse_code("C_d_AAI_rQglIvUb1_fC1")
 
 
-@given(levels_strategy, st.integers(0, 9))
+@given(levels_strategy, st.sampled_from(sorted(codec.KNOWN_VERSIONS)))
 def test_canonical_round_trip(levels, version):
     code = StyleCode(levels, version)
     assert parse_code(code.canonical) == code
@@ -66,7 +66,7 @@ def test_published_floor_drifts_on_requantisation():
     assert drifted == list(range(1, 16))
 
 
-@given(levels_strategy, st.integers(0, 9))
+@given(levels_strategy, st.sampled_from(sorted(codec.KNOWN_VERSIONS)))
 def test_mixing_a_code_with_itself_is_identity(levels, version):
     code = StyleCode(levels, version)
     assert codec.mix(f"{code.canonical}::2 {code.canonical}::0.5") == code
@@ -105,6 +105,12 @@ def test_bad_symbol_is_reported_with_its_position(levels, index, bad):
 def test_non_digit_version_is_rejected(last):
     with pytest.raises(CodeError, match="version digit"):
         parse_code("C_d_AAI_rQglIvUb1_fC" + last)
+
+
+@pytest.mark.parametrize("digit", "23456789")
+def test_unknown_version_digit_is_rejected(digit):
+    with pytest.raises(CodeError, match=f"`{digit}`, an unknown encoder version; known versions are 0, 1"):
+        parse_code("C_d_AAI_rQglIvUb1_fC" + digit)
 
 
 def test_legacy_code_with_out_of_range_byte_is_rejected():
