@@ -1,0 +1,71 @@
+"""/stylecode encode: turn an uploaded picture into a stylecode (the picture itself is not kept).
+
+The command joins the `/stylecode` group that the styles cog owns, so load this cog after that one.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot import embeds
+from bot.attachments import check_attachment
+from bot.cogs.styles import save_style
+from bot.errors import defer_with_placeholder
+from bot.views import encode_view
+
+if TYPE_CHECKING:
+    from bot.app import StylecodesBot
+
+
+@app_commands.command(name="encode", description="Turn a picture into a stylecode.")
+@app_commands.describe(
+    image="The picture whose style you want (PNG, JPEG, WebP or GIF, at most 10 MB).",
+    name="Also save the code to the registry under this name.",
+)
+async def encode(
+    interaction: discord.Interaction,
+    image: discord.Attachment,
+    name: app_commands.Range[str, 3, 32] | None = None,
+) -> None:
+    bot: StylecodesBot = interaction.client  # type: ignore[assignment]
+    # Type and size come with the interaction: refuse before deferring or downloading anything.
+    check_attachment(image, bot.resources.attachment_policy)
+    await defer_with_placeholder(interaction)
+    encoded = await bot.generations.encode_attachment(interaction, image)
+    interaction.extras["placeholder"] = False
+    await interaction.edit_original_response(
+        content=None,
+        embed=embeds.encode_embed(encoded.code, source_filename=encoded.filename),
+        attachments=[embeds.png_file(encoded.thumbnail_png, "source.png")],
+        view=encode_view(encoded.code),
+    )
+    if name is not None:
+        await save_style(interaction, name=name, code=encoded.code.canonical)
+
+
+def _stylecode_group(bot: StylecodesBot) -> app_commands.Group:
+    group = bot.tree.get_command("stylecode")
+    if not isinstance(group, app_commands.Group):
+        raise RuntimeError("load bot.cogs.styles (which owns /stylecode) before bot.cogs.encode")
+    return group
+
+
+class Encode(commands.Cog):
+    def __init__(self, bot: StylecodesBot) -> None:
+        self.bot = bot
+
+    async def cog_load(self) -> None:
+        _stylecode_group(self.bot).add_command(encode)
+
+    async def cog_unload(self) -> None:
+        group = self.bot.tree.get_command("stylecode")
+        if isinstance(group, app_commands.Group):  # else the styles cog went first, taking the group along
+            group.remove_command("encode")
+
+
+async def setup(bot: StylecodesBot) -> None:
+    await bot.add_cog(Encode(bot))

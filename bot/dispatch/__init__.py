@@ -1,0 +1,40 @@
+"""Job dispatch: the in-process queue by default, Redis Streams when `STYLECODES_REDIS_URL` is set."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from bot.dispatch.base import Dispatcher, DispatchLimits, JobHandle
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+    from bot.config import Settings
+
+__all__ = ["DispatchLimits", "Dispatcher", "JobHandle", "make_dispatcher"]
+
+
+def make_dispatcher(
+    settings: Settings,
+    *,
+    session_factory: async_sessionmaker[AsyncSession],
+    engine_loader: Callable[[int], Any] | None = None,
+) -> Dispatcher:
+    """The dispatcher the settings ask for: Redis Streams when `redis_url` is set, else in-process.
+
+    `engine_loader(version)` loads a model (default: `StyleEngine.load` on the configured device and
+    dtype); only the in-process dispatcher runs models, the Redis one leaves that to `python -m bot.worker`.
+    Call `await dispatcher.start()` before submitting and `await dispatcher.close()` at shutdown.
+    """
+    limits = DispatchLimits.from_settings(settings)
+    if settings.redis_url:
+        from bot.dispatch.redis_streams import RedisDispatcher
+
+        return RedisDispatcher.from_url(settings.redis_url, limits=limits)
+
+    from bot.dispatch.local import LocalDispatcher
+    from bot.worker.models import ModelCache, default_engine_loader
+
+    loader = engine_loader or default_engine_loader(settings.device, settings.dtype)
+    return LocalDispatcher(limits=limits, models=ModelCache(loader), session_factory=session_factory)

@@ -1,0 +1,126 @@
+"""How the bot's replies look: embeds, small images drawn with PIL, and file attachments."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+from PIL import Image, ImageDraw
+
+from stylecodes.codec import LATENT_DIM, MAX_LEVEL, StyleCode
+
+BRAND = discord.Colour(0x7B5CFF)
+ERROR = discord.Colour(0xE5484D)
+THUMBNAIL_SIZE = 160  # px, longest side of the source-image thumbnail on an encode reply
+PREVIEW_SIZE = 128  # px, longest side of the progress preview
+
+
+def code_block(code: StyleCode | str) -> str:
+    """A code block: one tap copies it on mobile, and nothing in it is read as markdown."""
+    return f"```\n{code}\n```"
+
+
+def png_bytes(image: Image.Image, max_side: int | None = None) -> bytes:
+    if max_side is not None:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    return buffer.getvalue()
+
+
+def png_file(data: bytes, filename: str, *, spoiler: bool = False) -> discord.File:
+    return discord.File(io.BytesIO(data), filename=filename, spoiler=spoiler)
+
+
+def levels_chart_png(code: StyleCode, *, width: int = 400, height: int = 140) -> bytes:
+    """A bar chart of the 20 levels (0..63), one bar per latent value, drawn with PIL."""
+    image = Image.new("RGB", (width, height), (30, 31, 36))
+    draw = ImageDraw.Draw(image)
+    margin, baseline = 8, height - 8
+    slot = (width - 2 * margin) / LATENT_DIM
+    for index, level in enumerate(code.levels):
+        left = margin + index * slot + 2
+        top = baseline - (baseline - margin) * level / MAX_LEVEL
+        draw.rectangle([left, top, left + slot - 4, baseline], fill=(123, 92, 255))
+    draw.line([margin, baseline, width - margin, baseline], fill=(160, 160, 170))
+    return png_bytes(image)
+
+
+def encode_embed(code: StyleCode, *, source_filename: str, thumbnail: bool = True) -> discord.Embed:
+    embed = discord.Embed(title="Stylecode", description=code_block(code), colour=BRAND)
+    embed.add_field(name="Encoder version", value=str(code.version))
+    embed.set_footer(text=f"from {source_filename} · the picture itself is not kept")
+    if thumbnail:
+        embed.set_thumbnail(url="attachment://source.png")
+    return embed
+
+
+def decode_embed(code: StyleCode) -> discord.Embed:
+    levels = " ".join(f"{level:2d}" for level in code.levels)
+    embed = discord.Embed(title="Decoded stylecode", description=code_block(code), colour=BRAND)
+    embed.add_field(name="Encoder version", value=str(code.version), inline=True)
+    embed.add_field(name=f"Levels (0-{MAX_LEVEL})", value=f"```\n{levels}\n```", inline=False)
+    embed.set_image(url="attachment://levels.png")
+    return embed
+
+
+@dataclass(frozen=True)
+class GenerationSummary:
+    """What the final /imagine message shows, enough for anyone to reproduce the images."""
+
+    prompt: str
+    style_label: str | None  # "name@rev", a mix, or the code; None = no style
+    code: StyleCode | None
+    seeds: Sequence[int]
+    strength: float
+    steps: int
+    guidance_scale: float
+    model_version: int
+    negative_prompt: str = ""
+
+
+def result_embed(summary: GenerationSummary, *, warnings: Sequence[str] = (), withheld: int = 0) -> discord.Embed:
+    embed = discord.Embed(description=_clip(summary.prompt, 4000), colour=BRAND)
+    embed.set_author(name="/imagine")
+    if summary.style_label is not None:
+        label = summary.style_label
+        if summary.code is not None and label != summary.code.canonical:
+            label = f"{label}\n`{summary.code.canonical}`"
+        embed.add_field(name="Style", value=_clip(label, 1024), inline=False)
+    else:
+        embed.add_field(name="Style", value="none (plain Stable Diffusion)", inline=False)
+    seeds = ", ".join(str(s) for s in summary.seeds)
+    embed.add_field(name="Seed" if len(summary.seeds) == 1 else "Seeds", value=seeds)
+    embed.add_field(name="Strength", value=f"{summary.strength:g}")
+    embed.add_field(name="Steps", value=str(summary.steps))
+    embed.add_field(name="Guidance", value=f"{summary.guidance_scale:g}")
+    embed.add_field(name="Model version", value=str(summary.model_version))
+    if summary.negative_prompt:
+        embed.add_field(name="Negative prompt", value=_clip(summary.negative_prompt, 1024), inline=False)
+    notes = list(warnings)
+    if withheld:
+        notes.append(
+            f"{withheld} image(s) withheld: the safety checker flagged them. "
+            "Server admins can allow them outside age-restricted channels with /settings."
+        )
+    if notes:
+        embed.add_field(name="Notes", value=_clip("\n".join(f"• {n}" for n in notes), 1024), inline=False)
+    return embed
+
+
+def progress_text(step: int, total: int) -> str:
+    filled = round(10 * step / max(total, 1))
+    return f"Painting… step {step}/{total} `{'█' * filled}{'░' * (10 - filled)}`"
+
+
+def queued_text(position: int) -> str:
+    if position <= 1:
+        return "Queued: you're next."
+    return f"Queued: position {position}."
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

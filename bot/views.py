@@ -1,0 +1,277 @@
+"""Persistent buttons, menus and modals.
+
+Every button and menu is a `DynamicItem`: its custom_id carries all the state it needs (a code, a job
+id, a page), so it keeps working on old messages after the bot restarts. The bot registers them all
+with `add_dynamic_items(*DYNAMIC_ITEMS)`. Errors go to the one handler in `bot.errors`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import ui
+
+from bot.errors import defer_with_placeholder, report_error
+from stylecodes.codec import StyleCode
+
+if TYPE_CHECKING:
+    from bot.app import StylecodesBot
+
+_CODE = r"(?P<code>[A-Za-z0-9_-]{20}[0-9])"
+_JOB = r"(?P<job_id>[0-9a-f]{32})"
+
+
+def _bot(interaction: discord.Interaction) -> StylecodesBot:
+    return interaction.client  # type: ignore[return-value]
+
+
+class _Guarded:
+    """Route a component's errors to the one error handler (discord.py would only log them)."""
+
+    async def callback(self, interaction: discord.Interaction) -> Any:
+        try:
+            await self.run(interaction)
+        except Exception as error:
+            await report_error(interaction, error)
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        raise NotImplementedError
+
+
+# --- modals --------------------------------------------------------------------------------------------
+
+
+class _GuardedModal(ui.Modal):
+    async def on_error(self, interaction: discord.Interaction, error: Exception) -> None:
+        await report_error(interaction, error)
+
+
+class PromptModal(_GuardedModal, title="Imagine with this style"):
+    prompt = ui.TextInput(label="Prompt", placeholder="a lighthouse at dusk", max_length=1000, custom_id="prompt")
+
+    def __init__(self, code: str) -> None:
+        super().__init__(custom_id=f"sc:prompt-modal:{code}")
+        self.code = code
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from bot.generation import ImagineOptions
+
+        await defer_with_placeholder(interaction)
+        await _bot(interaction).generations.imagine(
+            interaction, ImagineOptions(prompt=self.prompt.value, code=self.code)
+        )
+
+
+class SaveStyleModal(_GuardedModal, title="Save this style"):
+    name = ui.TextInput(label="Name", placeholder="neon-noir", min_length=3, max_length=32, custom_id="name")
+    description = ui.TextInput(
+        label="Description", style=discord.TextStyle.paragraph, required=False, max_length=300, custom_id="description"
+    )
+    tags = ui.TextInput(label="Tags", placeholder="neon, noir, city", required=False, max_length=200, custom_id="tags")
+
+    def __init__(self, code: str) -> None:
+        super().__init__(custom_id=f"sc:save-modal:{code}")
+        self.code = code
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        from bot.cogs.styles import save_style
+
+        await save_style(
+            interaction,
+            name=self.name.value,
+            code=self.code,
+            description=self.description.value,
+            tags=self.tags.value,
+        )
+
+
+# --- buttons on an encode reply ------------------------------------------------------------------------
+
+
+class ImagineWithCodeButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:imagine:{_CODE}"):
+    def __init__(self, code: str) -> None:
+        super().__init__(
+            ui.Button(
+                label="Imagine with it", emoji="🎨", style=discord.ButtonStyle.primary, custom_id=f"sc:imagine:{code}"
+            )
+        )
+        self.code = code
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["code"])
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(PromptModal(self.code))
+
+
+class SaveCodeButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:save:{_CODE}"):
+    def __init__(self, code: str, label: str = "Save as…") -> None:
+        super().__init__(
+            ui.Button(label=label, emoji="💾", style=discord.ButtonStyle.secondary, custom_id=f"sc:save:{code}")
+        )
+        self.code = code
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["code"], label=item.label or "Save as…")
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(SaveStyleModal(self.code))
+
+
+def encode_view(code: StyleCode) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(ImagineWithCodeButton(code.canonical))
+    view.add_item(SaveCodeButton(code.canonical))
+    return view
+
+
+# --- buttons on an /imagine result ---------------------------------------------------------------------
+
+
+class RerollButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:reroll:{_JOB}"):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            ui.Button(label="Reroll", emoji="🎲", style=discord.ButtonStyle.primary, custom_id=f"sc:reroll:{job_id}")
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["job_id"])
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        await defer_with_placeholder(interaction)
+        await _bot(interaction).generations.reroll(interaction, self.job_id)
+
+
+class VariationsButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:vary:{_JOB}"):
+    def __init__(self, job_id: str) -> None:
+        super().__init__(
+            ui.Button(
+                label="Variations", emoji="🔀", style=discord.ButtonStyle.secondary, custom_id=f"sc:vary:{job_id}"
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["job_id"])
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        await defer_with_placeholder(interaction)
+        await _bot(interaction).generations.variations(interaction, self.job_id)
+
+
+class DeleteButton(_Guarded, ui.DynamicItem[ui.Button], template=r"sc:delete:(?P<user_id>[0-9]{1,20})"):
+    """Deletes the result message: the requester, or anyone who may manage messages in the channel."""
+
+    def __init__(self, requester_id: int) -> None:
+        super().__init__(
+            ui.Button(
+                label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=f"sc:delete:{requester_id}"
+            )
+        )
+        self.requester_id = requester_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(int(match["user_id"]))
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        from bot.errors import UserError
+
+        is_moderator = interaction.permissions.manage_messages
+        if interaction.user.id != self.requester_id and not is_moderator:
+            raise UserError("Only the person who asked for these images, or a moderator, can delete them.")
+        await interaction.response.defer()  # acknowledges the click; @original is now the message it is on
+        await interaction.delete_original_response()
+
+
+def result_view(job_id: str, *, requester_id: int, code: StyleCode | None) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(RerollButton(job_id))
+    view.add_item(VariationsButton(job_id))
+    if code is not None:
+        view.add_item(SaveCodeButton(code.canonical, label="Save style"))
+    view.add_item(DeleteButton(requester_id))
+    return view
+
+
+# --- browse: pages and a menu to open one ---------------------------------------------------------------
+
+
+class BrowsePageButton(
+    _Guarded,
+    ui.DynamicItem[ui.Button],
+    template=r"sc:browse:(?P<sort>[a-z]+):(?P<tag>[a-z0-9-]*):(?P<page>[0-9]{1,4}):(?P<arrow>[<>])",
+):
+    def __init__(self, sort: str, tag: str, page: int, arrow: str, *, disabled: bool = False) -> None:
+        label = "◀" if arrow == "<" else "▶"
+        super().__init__(
+            ui.Button(
+                label=label,
+                style=discord.ButtonStyle.secondary,
+                custom_id=f"sc:browse:{sort}:{tag}:{page}:{arrow}",
+                disabled=disabled,
+            )
+        )
+        self.sort, self.tag, self.page = sort, tag, page
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["sort"], match["tag"], int(match["page"]), match["arrow"])
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        from bot.cogs.styles import browse_message
+
+        message = await browse_message(interaction, sort=self.sort, tag=self.tag or None, page=self.page)
+        await interaction.response.edit_message(**message)
+
+
+class OpenStyleSelect(_Guarded, ui.DynamicItem[ui.Select], template=r"sc:open"):
+    def __init__(self, options: list[discord.SelectOption] | None = None) -> None:
+        super().__init__(
+            ui.Select(
+                custom_id="sc:open", placeholder="Open a style…", options=options or [discord.SelectOption(label="-")]
+            )
+        )
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Select, match: re.Match[str]):
+        return cls(item.options)
+
+    async def run(self, interaction: discord.Interaction) -> None:
+        from bot.cogs.styles import show_style
+
+        await show_style(interaction, self.item.values[0], ephemeral=True)
+
+
+def browse_view(sort: str, tag: str | None, page: int, *, has_next: bool, names: list[str]) -> ui.View:
+    view = ui.View(timeout=None)
+    view.add_item(BrowsePageButton(sort, tag or "", max(page - 1, 0), "<", disabled=page == 0))
+    view.add_item(BrowsePageButton(sort, tag or "", page + 1, ">", disabled=not has_next))
+    if names:
+        view.add_item(OpenStyleSelect([discord.SelectOption(label=name, value=name) for name in names]))
+    return view
+
+
+def open_style_view(names: list[str]) -> ui.View:
+    """Just the menu that opens one of `names` (search results)."""
+    view = ui.View(timeout=None)
+    view.add_item(OpenStyleSelect([discord.SelectOption(label=name, value=name) for name in names]))
+    return view
+
+
+DYNAMIC_ITEMS: tuple[type[ui.DynamicItem[Any]], ...] = (
+    ImagineWithCodeButton,
+    SaveCodeButton,
+    RerollButton,
+    VariationsButton,
+    DeleteButton,
+    BrowsePageButton,
+    OpenStyleSelect,
+)

@@ -1,0 +1,166 @@
+"""Loading the control module's weights: the published `.bin` pickle, or `.safetensors`.
+
+The release ships `controlnet_model_11_80000.bin`, a torch pickle holding `{"controlnet": state_dict}`. Pickles can
+run code when loaded, so they are read with `torch.load(weights_only=True)`: plain tensors and containers only.
+Anything needing more is refused; `convert_to_safetensors` turns a `.bin` into the safer, faster format once.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+SAFETENSORS_SUFFIX = ".safetensors"
+WRAPPER_KEY = "controlnet"  # the published pickle nests the state dict under this key
+_LISTED_KEYS = 5  # how many missing/unexpected keys an error message names
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file could not be used. The message says which file, what is wrong and what to do."""
+
+
+def load_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Read a control-module state dict from `.bin` (published layout or bare) or `.safetensors`, on the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint not found: {path}.")
+    suffix = path.suffix.lower()
+    if suffix == SAFETENSORS_SUFFIX:
+        state_dict = _load_safetensors(path)
+    elif suffix in PICKLE_SUFFIXES:
+        state_dict = _load_pickle(path)
+    else:
+        raise CheckpointError(
+            f"Unsupported checkpoint file type `{path.suffix or '(none)'}` for {path}; "
+            f"expected `{SAFETENSORS_SUFFIX}` or a torch pickle ({', '.join(PICKLE_SUFFIXES)})."
+        )
+    return state_dict
+
+
+def load_control_weights(model: nn.Module, path: str | Path) -> None:
+    """Load a checkpoint into `model` with strict key and shape checking (values are cast to the model's dtype)."""
+    state_dict = load_state_dict(path)
+    check_state_dict(model, state_dict, source=str(path))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """Raise `CheckpointError` naming a few missing/unexpected keys or mismatched shapes, if any."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in expected]
+    if missing or unexpected:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing key(s), e.g. {_some(missing)}")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s), e.g. {_some(unexpected)}")
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__}: {'; '.join(problems)}. "
+            "Is it a StyleCodes control checkpoint built for this base model?"
+        )
+    mismatched = [
+        f"{key} {tuple(state_dict[key].shape)} != {tuple(value.shape)}"
+        for key, value in expected.items()
+        if tuple(state_dict[key].shape) != tuple(value.shape)
+    ]
+    if mismatched:
+        raise CheckpointError(
+            f"{source} does not fit {type(model).__name__}: {len(mismatched)} tensor(s) have the wrong shape, "
+            f"e.g. {_some(mismatched)}. Was it built for a different base model?"
+        )
+
+
+def convert_to_safetensors(src: str | Path, dst: str | Path) -> Path:
+    """Convert a `.bin` checkpoint (published layout or bare state dict) to `.safetensors`; returns `dst`."""
+    src, dst = Path(src), Path(dst)
+    if dst.suffix.lower() != SAFETENSORS_SUFFIX:
+        raise CheckpointError(f"The converted checkpoint must end in `{SAFETENSORS_SUFFIX}`, got {dst}.")
+    if dst.exists() and src.exists() and dst.resolve() == src.resolve():
+        raise CheckpointError(f"Refusing to overwrite the source checkpoint {src}.")
+    state_dict = load_state_dict(src)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(_without_shared_storage(state_dict), str(dst), metadata={"format": "pt", "converted_from": src.name})
+    return dst
+
+
+def _load_pickle(path: Path) -> dict[str, Tensor]:
+    try:
+        # Memory-map zip-format pickles (all recent torch.save files) so the 2.7 GB release is not copied twice.
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"Refusing to load {path}: the pickle contains more than tensors ({_unpickling_detail(error)}). "
+            "Loading it could run arbitrary code; use the published checkpoint or a `.safetensors` file."
+        ) from error
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"Could not read {path}: the file is truncated or not a torch checkpoint ({_first_line(error)}). "
+            "Download it again."
+        ) from error
+    if isinstance(loaded, Mapping) and isinstance(loaded.get(WRAPPER_KEY), Mapping):
+        loaded = loaded[WRAPPER_KEY]
+    return _as_tensor_dict(loaded, path)
+
+
+def _load_safetensors(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"Could not read {path}: the file is truncated or not a safetensors file ({_first_line(error)}). "
+            "Download or convert it again."
+        ) from error
+
+
+def _as_tensor_dict(loaded: object, path: Path) -> dict[str, Tensor]:
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise CheckpointError(
+            f"{path} does not hold a state dict (got {type(loaded).__name__}); expected a mapping of names to "
+            f"tensors, optionally under `{WRAPPER_KEY}`."
+        )
+    not_tensors = [str(key) for key, value in loaded.items() if not _is_named_tensor(key, value)]
+    if not_tensors:
+        raise CheckpointError(f"{path} holds entries that are not named tensors, e.g. {_some(not_tensors)}.")
+    return dict(loaded)
+
+
+def _is_named_tensor(key: object, value: object) -> bool:
+    return isinstance(key, str) and isinstance(value, Tensor)
+
+
+def _without_shared_storage(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+    """safetensors refuses tensors that share memory; give each its own contiguous copy only when needed."""
+    seen: set[int] = set()
+    result = {}
+    for key, tensor in state_dict.items():
+        pointer = tensor.untyped_storage().data_ptr()
+        shared = pointer in seen and tensor.numel() > 0
+        seen.add(pointer)
+        result[key] = tensor.clone() if shared else tensor.contiguous()
+    return result
+
+
+def _some(items: list[str]) -> str:
+    shown = ", ".join(f"`{item}`" for item in items[:_LISTED_KEYS])
+    return shown + (", ..." if len(items) > _LISTED_KEYS else "")
+
+
+def _unpickling_detail(error: BaseException) -> str:
+    """torch's message is long and advises re-running without safety; keep only what it refused."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return f"it needs `{match.group(1)}`" if match else _first_line(error)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__

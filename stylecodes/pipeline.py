@@ -1,0 +1,469 @@
+"""`StyleCodesPipeline`: text-to-image with Stable Diffusion 1.5 steered by a stylecode (diffusers style).
+
+One call paints a batch in which every sample has its own prompt, negative prompt, seed, style (a code, a raw
+latent, a style image, or none) and strength. The published settings are the defaults: DDIM (scaled-linear betas
+0.00085..0.012, steps_offset 1, clip_sample off), 20 steps, guidance 3, strength 0.9, style applied to both halves
+of the classifier-free-guidance batch.
+
+Reproducibility: each sample's starting noise comes from its own CPU `torch.Generator` seeded with that sample's
+seed, and DDIM (eta 0) adds no further noise, so a sample's image depends on its own inputs, never on what else is
+in the batch. `output.metadata[i]` records everything needed to paint image i again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.utils import BaseOutput
+from torch import Tensor
+from transformers import CLIPTextModel, CLIPTokenizer, SiglipVisionModel
+
+from stylecodes.codec import LATENT_DIM, StyleCode, code_from_latent, parse_code
+from stylecodes.control import StyleCodesControlModel
+from stylecodes.image_encoder import StyleImageEncoder
+from stylecodes.versions import UnservedVersionError
+
+logger = logging.getLogger(__name__)
+
+# What one sample's style may be: a code (object or text), a raw 20-dim latent, a style image, or None (no style).
+StyleInput = Union[StyleCode, str, np.ndarray, Tensor, PIL.Image.Image, None]  # noqa: UP007 (runtime alias)
+# on_step(step, total_steps, make_previews): make_previews() builds low-res RGB previews only when called.
+StepCallback = Callable[[int, int, Callable[[], list[PIL.Image.Image]]], None]
+
+DEFAULT_STRENGTH = 0.9
+STRENGTH_RANGE = (0.0, 1.5)  # above ~1.2 the style overwhelms the prompt; beyond 1.5 the base stream is inverted
+DEFAULT_GUIDANCE_SCALE = 3.0
+GUIDANCE_RANGE = (0.0, 30.0)
+DEFAULT_STEPS = 20
+MAX_STEPS = 1000  # DDIM cannot take more steps than the 1000 training timesteps
+SIZE_RANGE = (64, 2048)  # pixels; multiples of 8 (the VAE's factor)
+MAX_IMAGES_PER_CALL = 64
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
+
+# SD1.5's latent -> RGB approximation (a least-squares fit of VAE decodes), for cheap step previews.
+_LATENT_RGB_FACTORS = torch.tensor(
+    [
+        [0.3512, 0.2297, 0.3227],
+        [0.3250, 0.4974, 0.2350],
+        [-0.2829, 0.1762, 0.2721],
+        [-0.2120, -0.2616, -0.7177],
+    ]
+)
+
+
+def make_scheduler() -> DDIMScheduler:
+    """The published sampler settings."""
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+@dataclass
+class StyleCodesPipelineOutput(BaseOutput):
+    """Per image: the picture, the safety verdict (None without a checker), warnings and reproduction metadata."""
+
+    images: list[PIL.Image.Image]
+    nsfw_content_detected: list[bool | None]
+    warnings: list[list[str]]
+    metadata: list[dict[str, Any]]
+
+
+@dataclass
+class _Sample:
+    prompt: str
+    negative_prompt: str
+    seed: int
+    strength: float
+    style: StyleInput
+    latent: Tensor | None = None  # (20,) resolved style latent
+    code: StyleCode | None = None
+    style_source: str = "none"
+    warnings: list[str] = field(default_factory=list)
+
+
+class StyleCodesPipeline(DiffusionPipeline):
+    """SD1.5 (tokenizer, text encoder, VAE, UNet, DDIM) plus the StyleCodes control module and image encoder.
+
+    `image_encoder` (SigLIP) is needed only for style images; `safety_checker` + `feature_extractor` are optional.
+    Move it with `.to(device, dtype)`; every tensor of a call is created on that device and dtype.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet->control_model->vae"
+    _optional_components: ClassVar[list[str]] = ["image_encoder", "safety_checker", "feature_extractor"]
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        control_model: StyleCodesControlModel,
+        scheduler: DDIMScheduler,
+        image_encoder: SiglipVisionModel | None = None,
+        safety_checker: Any = None,
+        feature_extractor: Any = None,
+        model_version: int = 1,
+    ) -> None:
+        super().__init__()
+        if safety_checker is not None and feature_extractor is None:
+            raise ValueError("`safety_checker` needs its `feature_extractor`; pass both or neither.")
+        self.register_modules(
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenizer=tokenizer,
+            unet=unet,
+            control_model=control_model,
+            scheduler=scheduler,
+            image_encoder=image_encoder,
+            safety_checker=safety_checker,
+            feature_extractor=feature_extractor,
+        )
+        self.register_to_config(model_version=model_version)
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    @property
+    def model_version(self) -> int:
+        return self.config.model_version
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        style: StyleInput | list[StyleInput] = None,
+        negative_prompt: str | list[str] | None = None,
+        strength: float | list[float] = DEFAULT_STRENGTH,
+        guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
+        num_inference_steps: int = DEFAULT_STEPS,
+        seed: int | list[int] | None = None,
+        width: int = 512,
+        height: int = 512,
+        num_images_per_prompt: int = 1,
+        callback: StepCallback | None = None,
+    ) -> StyleCodesPipelineOutput:
+        """Paint `len(prompt) * num_images_per_prompt` images.
+
+        `style`, `negative_prompt`, `strength` and `seed` take one value for all samples, one per prompt, or one per
+        sample (prompt-major: all images of prompt 0 first). A style is a `StyleCode` or its text, a (20,) latent
+        (numpy or torch), a PIL style image, or None for plain SD1.5. An int `seed` gives sample i the seed
+        `seed + i`; None draws random seeds (recorded in the metadata). `callback(step, total, make_previews)` runs
+        after every denoising step; `make_previews()` returns (height/8)x(width/8) RGB previews of the predicted
+        final images, cheaply (no VAE), and must be called inside the callback.
+        """
+        # 1. Check every argument before any work, and expand the per-prompt ones to one value per sample.
+        samples = check_call_arguments(
+            prompt=prompt,
+            style=style,
+            negative_prompt=negative_prompt,
+            strength=strength,
+            guidance_scale=guidance_scale,
+            num_inference_steps=num_inference_steps,
+            seed=seed,
+            width=width,
+            height=height,
+            num_images_per_prompt=num_images_per_prompt,
+        )
+        device, dtype = self._execution_device, self.unet.dtype
+        do_cfg = guidance_scale > 1.0
+
+        # 2. Resolve styles to latents (style images go through SigLIP and the 6-bit code, as published).
+        self._resolve_styles(samples)
+
+        # 3. Text embeddings; prompts beyond the text encoder's window are truncated with a warning.
+        text_embeddings = self._encode_prompts(samples, do_cfg, device)  # (2N or N, 77, D)
+
+        # 4. Timesteps.
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 5. Starting noise, one generator per sample so each image depends only on its own seed.
+        latent_shape = (self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
+        noise = [torch.randn(latent_shape, generator=torch.Generator().manual_seed(s.seed)) for s in samples]
+        latents = torch.stack(noise).to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma  # (N, 4, h, w)
+
+        # 6. Style maps, once per generation; samples without a style get scale 0 (exactly the plain UNet).
+        style_map, scale = self._style_maps(samples, latent_shape[1:], device, dtype, do_cfg)
+
+        # 7. Denoising loop.
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for index, timestep in enumerate(timesteps):
+                model_input = torch.cat([latents] * 2) if do_cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, timestep)
+                eps = self._predict_noise(model_input, timestep, text_embeddings, style_map, scale)
+                if do_cfg:
+                    eps_uncond, eps_text = eps.chunk(2)
+                    eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
+                step = self.scheduler.step(eps, timestep, latents)
+                latents = step.prev_sample
+                progress.update()
+                if callback is not None:
+                    predicted = step.pred_original_sample
+                    callback(index + 1, len(timesteps), lambda predicted=predicted: latent_previews(predicted))
+
+        # 8. Decode, safety check, metadata.
+        decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # (N, 3, H, W)
+        images = self.image_processor.postprocess(decoded.float(), output_type="pil")
+        nsfw = self._check_safety(images, device)
+        settings = {"steps": num_inference_steps, "guidance_scale": guidance_scale, "width": width, "height": height}
+        return StyleCodesPipelineOutput(
+            images=images,
+            nsfw_content_detected=nsfw,
+            warnings=[sample.warnings for sample in samples],
+            metadata=[self._metadata(sample, settings) for sample in samples],
+        )
+
+    # ---------------------------------------------------------------------------------------------------- styles
+
+    def _resolve_styles(self, samples: list[_Sample]) -> None:
+        images: list[tuple[_Sample, PIL.Image.Image]] = []
+        for sample in samples:
+            style = sample.style
+            if style is None:
+                continue
+            if isinstance(style, str):
+                style = parse_code(style)  # CodeError says exactly what is wrong with the text
+            if isinstance(style, StyleCode):
+                if style.version != self.model_version:
+                    raise UnservedVersionError(style.version, [self.model_version])
+                sample.code, sample.style_source = style, "code"
+                sample.latent = torch.from_numpy(style.latent())
+            elif isinstance(style, PIL.Image.Image):
+                images.append((sample, style))
+            elif isinstance(style, np.ndarray | Tensor):
+                latent = torch.as_tensor(style, dtype=torch.float32).detach().cpu()
+                if tuple(latent.shape) != (LATENT_DIM,) or not bool(torch.isfinite(latent).all()):
+                    raise ValueError(
+                        f"A `style` latent must be {LATENT_DIM} finite values, got shape {tuple(latent.shape)}."
+                    )
+                sample.latent, sample.style_source = latent, "latent"
+            else:
+                raise ValueError(
+                    "Each `style` must be a StyleCode, a code string, a 20-value latent, a PIL image or None, "
+                    f"got {type(style).__name__}."
+                )
+        if images:
+            if self.image_encoder is None:
+                raise ValueError("`style` images need the SigLIP `image_encoder`; this pipeline was built without one.")
+            encoder = StyleImageEncoder(self.image_encoder, self.control_model.autoencoder, version=self.model_version)
+            latents = encoder.encode_latents([image for _, image in images])  # (M, 20)
+            for (sample, _), latent in zip(images, latents, strict=True):
+                code = code_from_latent(latent.numpy(), self.model_version)  # through the 6-bit code, as published
+                sample.code, sample.style_source = code, "image"
+                sample.latent = torch.from_numpy(code.latent())
+
+    def _style_maps(
+        self, samples: list[_Sample], sample_size: tuple[int, int], device: torch.device, dtype: torch.dtype, cfg: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """(B, C, h, w) style maps and (B,) scales for the UNet batch, or (None, None) when no sample has a style."""
+        if all(sample.latent is None or sample.strength == 0 for sample in samples):
+            return None, None
+        zeros = torch.zeros(LATENT_DIM)  # placeholder for unstyled samples; scale 0 makes its map irrelevant
+        latents = torch.stack([zeros if s.latent is None else s.latent for s in samples]).to(device, dtype)  # (N, 20)
+        scales = [0.0 if s.latent is None else s.strength for s in samples]
+        style_map = self.control_model.decode_style(latents, *sample_size)  # (N, C_mid, h/8, w/8)
+        scale = torch.tensor(scales, device=device, dtype=dtype)  # (N,)
+        if cfg:  # the published pipeline styles both halves of the guidance batch
+            style_map, scale = torch.cat([style_map] * 2), torch.cat([scale] * 2)
+        return style_map, scale
+
+    def _predict_noise(
+        self, sample: Tensor, timestep: Tensor, text: Tensor, style_map: Tensor | None, scale: Tensor | None
+    ) -> Tensor:
+        if style_map is None:
+            return self.unet(sample, timestep, encoder_hidden_states=text).sample
+        return self.control_model(self.unet, sample, timestep, text, style_map, conditioning_scale=scale)
+
+    # ------------------------------------------------------------------------------------------------------ text
+
+    def _encode_prompts(self, samples: list[_Sample], cfg: bool, device: torch.device) -> Tensor:
+        for sample in samples:
+            for label, text in (("prompt", sample.prompt), ("negative prompt", sample.negative_prompt)):
+                dropped = self._truncated_part(text)
+                if dropped:
+                    sample.warnings.append(
+                        f"The {label} is longer than the text encoder's {self.tokenizer.model_max_length} tokens; "
+                        f"this end of it was ignored: “{dropped}”."
+                    )
+        texts = [s.prompt for s in samples]
+        if cfg:
+            texts = [s.negative_prompt for s in samples] + texts
+        unique = list(dict.fromkeys(texts))  # encode each distinct text once
+        tokens = self.tokenizer(
+            unique,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)  # (U, 77)
+        embeddings = self.text_encoder(tokens)[0].to(self.unet.dtype)  # (U, 77, D)
+        index = torch.tensor([unique.index(text) for text in texts], device=device)
+        return embeddings.index_select(0, index)  # (2N or N, 77, D): negatives first, as the CFG split expects
+
+    def _truncated_part(self, text: str) -> str:
+        limit = self.tokenizer.model_max_length
+        # Every character is at most one token, so this bound never truncates (and keeps the tokenizer quiet).
+        ids = self.tokenizer(text, truncation=True, max_length=len(text) + 2).input_ids  # with start and end tokens
+        if len(ids) <= limit:
+            return ""
+        return self.tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+
+    # -------------------------------------------------------------------------------------------------- outputs
+
+    def _check_safety(self, images: list[PIL.Image.Image], device: torch.device) -> list[bool | None]:
+        if self.safety_checker is None:
+            return [None] * len(images)
+        features = self.feature_extractor(images, return_tensors="pt").pixel_values  # (N, 3, 224, 224)
+        features = features.to(device, self.safety_checker.dtype)
+        arrays = np.stack([np.asarray(image, dtype=np.float32) / 255 for image in images])
+        # The checker blacks out flagged images in the array it is given; only its verdict is used here, so the
+        # caller decides what to show (e.g. a spoiler in NSFW channels).
+        _, flags = self.safety_checker(clip_input=features, images=arrays.copy())
+        return [bool(flag) for flag in flags]
+
+    def _metadata(self, sample: _Sample, settings: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "model_version": self.model_version,
+            "prompt": sample.prompt,
+            "negative_prompt": sample.negative_prompt,
+            "style_code": None if sample.code is None else sample.code.canonical,
+            "style_latent": sample.latent.tolist() if sample.style_source == "latent" else None,
+            "style_source": sample.style_source,
+            "strength": sample.strength,
+            "seed": sample.seed,
+            "scheduler": "DDIM",
+            **settings,
+        }
+
+
+def check_call_arguments(
+    *,
+    prompt: Any,
+    style: Any,
+    negative_prompt: Any,
+    strength: Any,
+    guidance_scale: Any,
+    num_inference_steps: Any,
+    seed: Any,
+    width: Any,
+    height: Any,
+    num_images_per_prompt: Any,
+) -> list[_Sample]:
+    """Validate `StyleCodesPipeline.__call__`'s arguments (errors name the argument) without any model.
+
+    Returns one record per sample. Callers may run it before loading a model to fail fast.
+    """
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list | tuple) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("`prompt` must be a string or a non-empty list of strings.")
+    count = _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_CALL)
+    total = len(prompts) * count
+    if total > MAX_IMAGES_PER_CALL:
+        raise ValueError(
+            f"`prompt` x `num_images_per_prompt` asks for {total} images; at most {MAX_IMAGES_PER_CALL} per call."
+        )
+    _check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
+    _check_number("guidance_scale", guidance_scale, *GUIDANCE_RANGE)
+    for name, value in (("width", width), ("height", height)):
+        _check_int(name, value, *SIZE_RANGE)
+        if value % 8:
+            raise ValueError(
+                f"`{name}` must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
+                f"try {max(SIZE_RANGE[0], value // 8 * 8)} or {value // 8 * 8 + 8}."
+            )
+
+    def expand(name: str, value: Any, is_single: Callable[[Any], bool]) -> list[Any]:
+        if is_single(value):
+            return [value] * total
+        if isinstance(value, list | tuple):
+            if len(value) == len(prompts):
+                return [item for item in value for _ in range(count)]
+            if len(value) == total:
+                return list(value)
+        lengths = f"{len(prompts)} (one per prompt) or {total} (one per image)"
+        raise ValueError(f"`{name}` must be a single value or a list of {lengths}, got {_describe(value)}.")
+
+    styles = expand("style", style, lambda v: not isinstance(v, list | tuple))
+    negatives = expand("negative_prompt", "" if negative_prompt is None else negative_prompt, _is_str)
+    strengths = expand("strength", strength, lambda v: not isinstance(v, list | tuple))
+    for value in negatives:
+        if not isinstance(value, str):
+            raise ValueError(f"`negative_prompt` must be strings, got {_describe(value)}.")
+    for value in strengths:
+        _check_number("strength", value, *STRENGTH_RANGE)
+    if seed is None:
+        seeds = [secrets.randbelow(2**32) for _ in range(total)]
+    elif isinstance(seed, int) and not isinstance(seed, bool):
+        _check_int("seed", seed, 0, MAX_SEED - total)
+        seeds = [seed + i for i in range(total)]
+    else:
+        seeds = expand("seed", seed, lambda v: False)
+        for value in seeds:
+            _check_int("seed", value, 0, MAX_SEED)
+    prompts_per_sample = [p for p in prompts for _ in range(count)]
+    return [
+        _Sample(prompt=p, negative_prompt=n, seed=int(s), strength=float(k), style=y)
+        for p, n, s, k, y in zip(prompts_per_sample, negatives, seeds, strengths, styles, strict=True)
+    ]
+
+
+def latent_previews(latents: Tensor) -> list[PIL.Image.Image]:
+    """(B, 4, h, w) SD latents -> B small RGB images (one pixel per latent position) without the VAE."""
+    rgb = torch.einsum("bchw,cr->brhw", latents.float().cpu(), _LATENT_RGB_FACTORS)  # (B, 3, h, w), about -1..1
+    pixels = ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, h, w, 3)
+    return [PIL.Image.fromarray(array, mode="RGB") for array in pixels]
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"`{name}` must be an integer, got {_describe(value)}.")
+    if not low <= value <= high:
+        raise ValueError(f"`{name}` must be between {low} and {high}, got {value}.")
+    return int(value)
+
+
+def _check_number(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ValueError(f"`{name}` must be a number, got {_describe(value)}.")
+    if not np.isfinite(value) or not low <= value <= high:
+        raise ValueError(f"`{name}` must be between {low:g} and {high:g}, got {value}.")
+    return float(value)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return f"a {type(value).__name__} of {len(value)}"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+__all__ = [
+    "DEFAULT_GUIDANCE_SCALE",
+    "DEFAULT_STEPS",
+    "DEFAULT_STRENGTH",
+    "STRENGTH_RANGE",
+    "StepCallback",
+    "StyleCodesPipeline",
+    "StyleCodesPipelineOutput",
+    "StyleInput",
+    "check_call_arguments",
+    "latent_previews",
+    "make_scheduler",
+]

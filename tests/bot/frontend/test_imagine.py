@@ -1,0 +1,340 @@
+"""/imagine and the buttons on its result, driven through discord.py's real tree and view store."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pytest
+from sqlalchemy import select
+
+import registry
+from bot.app import StylecodesBot
+from bot.jobs import ImagineJob, new_job_id
+from stylecodes.codec import mix, parse_code
+from tests.bot.frontend.conftest import make_settings, png
+from tests.bot.frontend.payloads import ALICE, BOB, MODERATOR, NSFW_CHANNEL_ID, Attachment
+
+CODE = "C_d_AAI_rQglIvUb1_fC0"  # a version-0 (demo) code
+OTHER_CODE = "AAAAAAAAAAAAAAAAAAAA0"
+
+
+def fields(call) -> dict[str, str]:
+    return {f["name"]: f["value"] for f in call.embeds[0]["fields"]}
+
+
+async def usage_of(session_factory, job_id: str) -> registry.Usage:
+    async with session_factory() as session:
+        return await registry.get_usage(session, job_id)
+
+
+def job_id_of(call) -> str:
+    reroll = next(b for b in call.buttons() if b["label"] == "Reroll")
+    return reroll["custom_id"].rsplit(":", 1)[-1]
+
+
+async def save(session_factory, name: str, code: str = CODE, *, owner: int = ALICE, visibility: str = "public"):
+    async with session_factory() as session:
+        return await registry.create_style(
+            session, name=name, code=code, owner_id=owner, guild_id=None if visibility != "guild" else 1,
+            visibility=visibility,
+        )  # fmt: skip
+
+
+async def test_imagine_defers_queues_and_posts_images_with_embed_and_buttons(harness, session_factory):
+    payload = harness.payloads.command("imagine", prompt="a lighthouse", code=CODE, seed=42, steps=2, count=2)
+    token = harness.send(payload)
+    defer = await harness.first(token, "callback")
+    assert defer.payload["type"] == 5 and not defer.ephemeral
+    queued = await harness.first(token, "edit_original")
+    assert queued.content.startswith("Queued")
+    final = await harness.final_edit(token)
+    assert [f.filename for f in final.files] == ["image_1.png", "image_2.png"]
+    assert all(f.data.startswith(b"\x89PNG") for f in final.files)
+    embed = final.embeds[0]
+    assert embed["description"] == "a lighthouse"
+    shown = fields(final)
+    assert shown["Style"] == CODE
+    assert shown["Seeds"] == "42, 43"
+    assert (shown["Strength"], shown["Steps"], shown["Guidance"], shown["Model version"]) == ("0.9", "2", "3", "0")
+    assert [b["label"] for b in final.buttons()] == ["Reroll", "Variations", "Save style", "Delete"]
+    await harness.bot.wait_idle()  # the link is stored once the edit returns
+    usage = await usage_of(session_factory, job_id_of(final))
+    assert (usage.status, usage.code, usage.seed, usage.count, usage.steps) == ("done", CODE, 42, 2, 2)
+    assert usage.message_link and usage.message_link.endswith(str(final.message_id))
+
+
+async def test_imagine_resolves_names_revisions_and_mixes(harness, session_factory):
+    await save(session_factory, "neon-noir", CODE)
+    async with session_factory() as session:
+        await registry.add_revision(session, "neon-noir", code=OTHER_CODE, user_id=ALICE)
+
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code="neon-noir@1", steps=2, seed=1))
+    final = await harness.final_edit(token)
+    assert fields(final)["Style"] == f"neon-noir@1\n`{CODE}`"
+    usage = await usage_of(session_factory, job_id_of(final))
+    assert usage.revision_id is not None and usage.code == CODE  # recorded against the style's revision
+
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code=f"neon-noir::2 {CODE}::1", steps=2))
+    final = await harness.final_edit(token)
+    expected = mix(f"{OTHER_CODE}::2 {CODE}::1")  # the name means its latest revision
+    assert fields(final)["Style"] == f"neon-noir::2 {CODE}::1\n`{expected.canonical}`"
+
+
+async def test_imagine_autocompletes_names_and_the_last_term_of_a_mix(harness, session_factory):
+    await save(session_factory, "neon-noir")
+    await save(session_factory, "neon-glow")
+    await save(session_factory, "pastel")
+    token = harness.send(harness.payloads.command("imagine", focused="code", prompt="p", code="neon"))
+    reply = await harness.first(token, "callback")
+    assert reply.payload["type"] == 8
+    assert [c["value"] for c in reply.payload["data"]["choices"]] == ["neon-glow", "neon-noir"]
+
+    token = harness.send(harness.payloads.command("imagine", focused="code", prompt="p", code="neon-noir::2 pa"))
+    reply = await harness.first(token, "callback")
+    assert [c["value"] for c in reply.payload["data"]["choices"]] == ["neon-noir::2 pastel"]
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("C_d_AAI_rQglIvUb1_f!0", "Character 20 of the stylecode, `!`, is not a base64 symbol."),
+        ("neon-nior", "There is no style named `neon-nior`. Did you mean `neon-noir`?"),
+        ("neon-noir@7", "`neon-noir` has revisions 1 to 1; there is no revision 7."),
+        (f"{CODE}::x", f"The weight in `{CODE}::x` must be a number"),
+        ("Aj8dPwAACD8rECAlCC8UGzU/HwI", "Stylecodes of version 1 are not served here"),
+    ],
+)
+async def test_imagine_bad_styles_get_the_error_message_privately(harness, session_factory, code, expected):
+    await save(session_factory, "neon-noir")
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code=code, steps=2))
+    message = await harness.ephemeral_error(token)
+    assert message.startswith(expected)
+    # The public "thinking..." placeholder was removed, so the error stays private.
+    assert harness.standin.of_kind("delete_original", token)
+    assert not harness.standin.of_kind("edit_original", token)
+
+
+async def test_someone_elses_private_style_is_refused(harness, session_factory):
+    await save(session_factory, "bobs-secret", owner=BOB, visibility="private")
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code="bobs-secret", steps=2))
+    assert await harness.ephemeral_error(token) == "`bobs-secret` is a private style; only its owner can use it."
+
+
+async def test_imagine_with_style_image_encodes_then_generates(harness):
+    image = Attachment("ref.png", "image/png", png(colour=(10, 200, 30)))
+    token = harness.send(harness.payloads.command("imagine", prompt="p", style_image=image, steps=2, seed=5))
+    final = await harness.final_edit(token)
+    style = fields(final)["Style"]
+    assert parse_code(style).version == 0
+    assert harness.standin.cdn_requests
+
+
+async def test_style_image_that_is_not_an_image_is_refused_before_download(harness):
+    image = Attachment("notes.txt", "text/plain", b"hello")
+    token = harness.send(harness.payloads.command("imagine", prompt="p", style_image=image))
+    message = await harness.ephemeral_error(token)
+    assert "`notes.txt` is `text/plain`, not an image I can read" in message
+    assert harness.standin.cdn_requests == []
+
+
+async def test_expired_token_posts_the_result_in_the_channel(harness, session_factory):
+    token = harness.send(harness.payloads.command("imagine", prompt="late", code=CODE, steps=2, seed=9))
+    await harness.first(token, "edit_original")  # queued
+    harness.standin.expire(token)  # 15 minutes pass: webhook calls now get 401
+    message = await harness.standin.wait_for(
+        lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
+    )
+    assert message.content.startswith(f"<@{ALICE}>")
+    assert message.payload["allowed_mentions"]["users"] == [ALICE]  # pings the requester only
+    assert [f.filename for f in message.files] == ["image_1.png"]
+    assert fields(message)["Seed"] == "9"
+    assert harness.standin.of_kind("edit_original_refused", token)
+
+
+async def test_reroll_variations_and_save_style_buttons(harness, session_factory):
+    token = harness.send(harness.payloads.command("imagine", prompt="boat", code=CODE, steps=2, seed=100))
+    final = await harness.final_edit(token)
+
+    reroll = harness.send(harness.payloads.click(final, "Reroll"))
+    rerolled = await harness.final_edit(reroll)
+    assert fields(rerolled)["Style"] == CODE and rerolled.embeds[0]["description"] == "boat"
+    assert fields(rerolled)["Seed"] != "100"  # a new seed (2^-32 chance of a clash)
+
+    variations = harness.send(harness.payloads.click(final, "Variations"))
+    varied = await harness.final_edit(variations)
+    assert fields(varied)["Seeds"] == "101, 102, 103, 104"
+    assert len(varied.files) == 4
+
+    save_click = harness.send(harness.payloads.click(final, "Save style"))
+    modal = await harness.first(save_click, "callback")
+    assert modal.payload["type"] == 9
+    submit = harness.send(harness.payloads.modal_submit(modal, {"name": "boat-style", "tags": "sea, boat"}))
+    saved = await harness.first(submit, "callback")
+    assert saved.payload["data"]["embeds"][0]["title"] == "Saved `boat-style@1`"
+    async with session_factory() as session:
+        revision = await registry.resolve_reference(session, "boat-style", user_id=ALICE, guild_id=None)
+    assert revision.code == CODE and revision.style.tag_list == ["sea", "boat"]
+
+
+async def test_delete_button_is_for_the_requester_or_a_moderator(harness):
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=2))
+    final = await harness.final_edit(token)
+
+    refused = harness.send(harness.payloads.click(final, "Delete", user_id=BOB))
+    assert "Only the person who asked for these images, or a moderator" in await harness.ephemeral_error(refused)
+    assert final.message_id in harness.standin.messages
+
+    by_moderator = harness.send(harness.payloads.click(final, "Delete", user_id=MODERATOR))
+    await harness.first(by_moderator, "delete_original")
+    assert final.message_id not in harness.standin.messages
+
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=2))
+    final = await harness.final_edit(token)
+    by_requester = harness.send(harness.payloads.click(final, "Delete", user_id=ALICE))
+    await harness.first(by_requester, "delete_original")
+    assert final.message_id not in harness.standin.messages
+
+
+async def test_guild_defaults_apply_when_options_are_left_out(harness, session_factory):
+    from tests.bot.frontend.payloads import GUILD_ID
+
+    async with session_factory() as session:
+        await registry.update_guild_settings(session, GUILD_ID, default_strength=0.4, default_steps=3)
+    token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE))
+    shown = fields(await harness.final_edit(token))
+    assert (shown["Strength"], shown["Steps"]) == ("0.4", "3")
+
+
+# --- busy worker: queue cap, per-user limit, progress -------------------------------------------------
+
+
+def slow_job(user_id: int, steps: int = 10) -> ImagineJob:
+    from stylecodes.engine import GenerationRequest
+
+    request = GenerationRequest(prompt="busy", seed=0, style=parse_code(CODE), steps=steps, width=64, height=64)
+    return ImagineJob(new_job_id(), user_id, None, 1, 0, [request])
+
+
+class TestBusy:
+    @pytest.fixture
+    def settings(self):
+        return make_settings(queue_cap=2, max_jobs_per_user=1, progress_interval_s=1.5)
+
+    @pytest.fixture
+    def step_delay_s(self) -> float:
+        return 0.15  # each denoising step of the demo model takes this long: a busy worker
+
+    async def test_per_user_limit_is_explained_and_the_usage_cancelled(self, harness, session_factory):
+        await harness.dispatcher.submit(slow_job(ALICE))
+        token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=2))
+        message = await harness.ephemeral_error(token)
+        assert message == "You already have 1 job queued or running; wait for one to finish, then try again."
+        async with session_factory() as session:
+            statuses = list(await session.scalars(select(registry.Usage.status)))
+        assert statuses == ["cancelled"]
+
+    async def test_queue_full_says_try_again_in_a_minute(self, harness):
+        await harness.dispatcher.submit(slow_job(BOB))
+        await harness.dispatcher.submit(slow_job(MODERATOR))
+        token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=2))
+        assert await harness.ephemeral_error(token) == "The bot is busy (2 jobs are waiting), try again in a minute."
+
+    async def test_progress_edits_show_steps_and_previews_at_most_every_1_5_s(self, harness):
+        token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=30, seed=1))
+        final = await harness.final_edit(token, within=60)
+        edits = [c for c in harness.standin.of_kind("edit_original", token) if c is not final]
+        progress = [c for c in edits if c.content.startswith("Painting… step")]
+        assert progress, [c.content for c in edits]
+        assert all(c.files and c.files[0].filename == "preview.png" for c in progress)
+        # As the stand-in receives them: the bot waits 1.5 s from the end of one edit to the start of the next.
+        gaps = [b.at - a.at for a, b in itertools.pairwise(edits)]
+        assert all(gap >= 1.5 for gap in gaps), gaps
+
+
+# --- safety -------------------------------------------------------------------------------------------
+
+
+class FlaggingEngine:
+    """The demo engine, with a stand-in safety checker that flags prompts containing "flagme"."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def generate(self, requests, on_step=None):
+        results = self._engine.generate(requests, on_step)
+        return [dataclasses.replace(r, nsfw="flagme" in r.request.prompt) for r in results]
+
+
+class TestSafety:
+    @pytest.fixture
+    def engine(self, demo_engine):
+        return FlaggingEngine(demo_engine)
+
+    async def test_flagged_images_are_withheld_outside_nsfw_channels(self, harness):
+        token = harness.send(harness.payloads.command("imagine", prompt="flagme", code=CODE, steps=2, count=2))
+        final = await harness.final_edit(token)
+        assert final.files == []
+        assert "2 image(s) withheld" in fields(final)["Notes"]
+
+    async def test_flagged_images_are_spoilered_in_age_restricted_channels(self, harness):
+        payload = harness.payloads.command("imagine", prompt="flagme", code=CODE, steps=2, channel_id=NSFW_CHANNEL_ID)
+        final = await harness.final_edit(harness.send(payload))
+        assert [f.filename for f in final.files] == ["SPOILER_image_1.png"]
+
+    async def test_unflagged_images_are_posted(self, harness):
+        final = await harness.final_edit(harness.send(harness.payloads.command("imagine", prompt="ok", steps=2)))
+        assert [f.filename for f in final.files] == ["image_1.png"]
+        assert fields(final)["Style"] == "none (plain Stable Diffusion)"
+
+
+# --- restarts -----------------------------------------------------------------------------------------
+
+
+async def restarted(harness) -> StylecodesBot:
+    """A second bot process on the same registry and dispatcher: nothing of the first one's memory."""
+    await harness.bot.close()
+    bot = StylecodesBot(harness.bot.resources)
+    await bot.login("test-token")
+    return bot
+
+
+async def test_buttons_on_old_messages_work_after_a_restart(harness):
+    token = harness.send(harness.payloads.command("imagine", prompt="old", code=CODE, steps=2, seed=7))
+    final = await harness.final_edit(token)
+    await harness.bot.wait_idle()
+    bot = await restarted(harness)
+    try:
+        click = harness.payloads.click(final, "Variations")
+        bot._connection.parse_interaction_create(click)
+        varied = await harness.final_edit(click["token"])
+        assert fields(varied)["Seeds"] == "8, 9, 10, 11"
+        await bot.wait_idle()
+    finally:
+        await bot.close()
+
+
+async def test_jobs_left_unfinished_by_a_restart_are_resumed_and_posted_in_their_channel(harness, session_factory):
+    from tests.bot.frontend.payloads import CHANNEL_ID
+
+    job_id = new_job_id()
+    async with session_factory() as session:  # queued by the previous process, which then died
+        await registry.record_usage(
+            session, job_id=job_id, user_id=BOB, guild_id=None, channel_id=CHANNEL_ID, prompt="lost", seed=3,
+            steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0, code=CODE,
+        )  # fmt: skip
+    bot = await restarted(harness)
+    try:
+        posted = await harness.standin.wait_for(
+            lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
+        )
+        await bot.wait_idle()
+    finally:
+        await bot.close()
+    assert posted.content == f"<@{BOB}> your images (finished after a restart):"
+    assert [f.filename for f in posted.files] == ["image_1.png"] and fields(posted)["Seed"] == "3"
+    usage = await usage_of(session_factory, job_id)
+    assert usage.status == "done" and usage.message_link.endswith(str(posted.message_id))

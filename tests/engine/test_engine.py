@@ -1,0 +1,106 @@
+"""StyleEngine, the facade the bot's worker and the CLI use."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from stylecodes import engine as engine_module
+from stylecodes.codec import parse_code, random_code
+from stylecodes.engine import GenerationRequest, GenerationResult, StyleEngine
+from stylecodes.versions import UnservedVersionError
+
+SMALL = {"steps": 2, "width": 64, "height": 64}
+
+
+def test_request_defaults_are_the_published_settings():
+    request = GenerationRequest(prompt="a", seed=1)
+    assert (request.strength, request.steps, request.guidance_scale) == (0.9, 20, 3.0)
+    assert (request.width, request.height, request.style, request.negative_prompt) == (512, 512, None, "")
+    assert request.batch_key() == (20, 3.0, 512, 512)
+    assert GenerationRequest(prompt="b", seed=2, strength=0.2).batch_key() == request.batch_key()
+    assert GenerationRequest(prompt="a", seed=1, steps=4).batch_key() != request.batch_key()
+
+
+def test_demo_engine_properties(demo_engine):
+    assert demo_engine.version == 0
+    assert demo_engine.has_safety_checker is False
+    assert demo_engine.device == torch.device("cpu") and demo_engine.dtype == torch.float32
+
+
+def test_generate_a_mixed_batch(demo_engine):
+    code = random_code(0, np.random.default_rng(5))
+    requests = [
+        GenerationRequest(prompt="a fox", seed=1, style=code, **SMALL),
+        GenerationRequest(prompt="a fox", seed=1, style=code, strength=1.3, negative_prompt="blur", **SMALL),
+        GenerationRequest(prompt="a barn", seed=2, style=None, **SMALL),
+    ]
+    results = demo_engine.generate(requests)
+    assert [type(result) for result in results] == [GenerationResult] * 3
+    assert [result.request for result in results] == requests
+    assert all(result.image.size == (64, 64) and result.image.mode == "RGB" for result in results)
+    assert [result.nsfw for result in results] == [None, None, None]
+    assert all(any("not meaningful" in warning for warning in result.warnings) for result in results)
+    first, second, third = (result.metadata for result in results)
+    assert (first["style_code"], first["seed"], first["strength"]) == (code.canonical, 1, 0.9)
+    assert (second["strength"], second["negative_prompt"]) == (1.3, "blur")
+    assert third["style_code"] is None and third["model_version"] == 0
+    assert "not meaningful" in first["model_title"]
+    assert not np.array_equal(np.asarray(results[0].image), np.asarray(results[1].image))
+
+
+def test_generate_is_deterministic(demo_engine):
+    request = GenerationRequest(prompt="a fox", seed=9, style=parse_code("AAAAAAAAAA__________0"), **SMALL)
+    first, second = demo_engine.generate([request]), demo_engine.generate([request])
+    assert np.array_equal(np.asarray(first[0].image), np.asarray(second[0].image))
+
+
+def test_generate_reports_steps_with_lazy_previews(demo_engine):
+    seen = []
+    demo_engine.generate(
+        [GenerationRequest(prompt="a", seed=1, **SMALL), GenerationRequest(prompt="b", seed=2, **SMALL)],
+        on_step=lambda step, total, make_previews: seen.append((step, total, [p.size for p in make_previews()])),
+    )
+    assert seen == [(1, 2, [(8, 8), (8, 8)]), (2, 2, [(8, 8), (8, 8)])]
+
+
+def test_generate_refuses_bad_batches(demo_engine):
+    with pytest.raises(ValueError, match=r"`requests` is empty"):
+        demo_engine.generate([])
+    with pytest.raises(ValueError, match=r"share one batch_key"):
+        demo_engine.generate(
+            [GenerationRequest("a", 1, **SMALL), GenerationRequest("a", 1, steps=3, width=64, height=64)]
+        )
+    with pytest.raises(UnservedVersionError, match=r"version 1 are not served here.*0 \(demo"):
+        demo_engine.generate([GenerationRequest("a", 1, style=parse_code("C_d_AAI_rQglIvUb1_fC1"), **SMALL)])
+    with pytest.raises(ValueError, match=r"`width` must be a multiple of 8"):
+        demo_engine.generate([GenerationRequest("a", 1, steps=2, width=68, height=64)])
+    with pytest.raises(ValueError, match=r"`strength` must be between 0 and 1.5"):
+        demo_engine.generate([GenerationRequest("a", 1, strength=2.0, **SMALL)])
+
+
+def test_encode_gives_codes_of_the_engine_version(demo_engine, style_images):
+    codes = demo_engine.encode(style_images)
+    assert [code.version for code in codes] == [0, 0]
+    assert demo_engine.encode(style_images) == codes
+
+
+def test_encode_then_generate_with_the_code(demo_engine, style_images):
+    [code] = demo_engine.encode(style_images[:1])
+    [result] = demo_engine.generate([GenerationRequest("a bridge", seed=3, style=code, **SMALL)])
+    assert result.metadata["style_code"] == code.canonical
+
+
+def test_published_style_engine_has_a_safety_checker(published_files, monkeypatch):
+    for name, value in published_files.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(engine_module, "get_spec", lambda version: published_files.spec)
+    engine = StyleEngine.load(1)
+    assert engine.version == 1 and engine.has_safety_checker
+    assert engine.base_model == str(published_files.base_folder)
+    code = random_code(1, np.random.default_rng(0))
+    [result] = engine.generate([GenerationRequest("a", seed=1, style=code, **SMALL)])
+    assert isinstance(result.nsfw, bool)
+    assert not any("not meaningful" in warning for warning in result.warnings)
+    assert result.metadata["base_model"] == str(published_files.base_folder)
