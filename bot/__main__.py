@@ -1,7 +1,7 @@
 """`python -m bot`: migrate the registry, build the resources, and run the Discord bot.
 
-    DISCORD_TOKEN=... python -m bot           # run
-    DISCORD_TOKEN=... python -m bot --sync    # publish the slash commands first (once per change)
+    DISCORD_TOKEN=... python -m bot           # run; publishes the slash commands when they changed
+    DISCORD_TOKEN=... python -m bot --sync    # publish them even if unchanged
 
 Settings come from the environment or `.env` (see `bot/config.py` and docs/bot.md).
 """
@@ -15,6 +15,7 @@ import sys
 
 import aiohttp
 import discord
+import yarl
 from pydantic import ValidationError
 
 from bot.config import Settings
@@ -47,7 +48,7 @@ To get a token:
      https://discord.com/oauth2/authorize?client_id=APPLICATION_ID&scope=bot+applications.commands&permissions={BOT_PERMISSIONS.value}
   5. Put the token in the environment or in a `.env` file next to where you run the bot:
          DISCORD_TOKEN=your-token
-     then run `python -m bot --sync` once to publish the slash commands, and `python -m bot` after that.
+     then run `python -m bot`: it publishes the slash commands whenever they changed, and serves.
 
 For a local test without GPU or downloads, add STYLECODES_MODEL_VERSION=0 (the tiny demo model).
 See docs/bot.md for every setting."""
@@ -58,7 +59,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--sync",
         action="store_true",
-        help="publish the slash commands to Discord at start (needed after they change; Discord rate-limits it)",
+        help="publish the slash commands even if they did not change since the last start "
+        "(by default they are published only when they changed; Discord rate-limits it)",
     )
     return parser.parse_args(argv)
 
@@ -90,6 +92,9 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
     from bot.attachments import AttachmentPolicy
     from bot.dispatch import make_dispatcher
 
+    discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
+    if settings.discord_gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
     url = settings.resolved_database_url
     await registry.upgrade_to_head(url)  # `alembic upgrade head`: the schema is always current
     database = registry.create_engine(url)
@@ -105,7 +110,7 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
         async with aiohttp.ClientSession() as http:
             policy = AttachmentPolicy(max_bytes=settings.max_attachment_bytes)
             bot = create_bot(BotResources(settings, session_factory, dispatcher, http, policy))
-            bot.sync_commands_on_start = sync
+            bot.sync_commands_on_start = "always" if sync else "changed"
             warm_up = asyncio.create_task(_warm_up(dispatcher, settings))
             async with bot:
                 await bot.start(settings.discord_token.get_secret_value())  # type: ignore[union-attr]
@@ -128,6 +133,7 @@ async def _warm_up(dispatcher: object, settings: Settings) -> None:
     except Exception:
         log.exception("could not load model version %d; /imagine will fail until it loads", settings.model_version)
         return
+    log.info("event=model_ready version=%d safety_checker=%s", settings.model_version, engine.has_safety_checker)
     if not engine.has_safety_checker:
         log.warning(
             "model version %d has no safety checker: generated images are not screened for NSFW content",

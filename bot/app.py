@@ -7,10 +7,12 @@ Everything with a life of its own (database, dispatcher, HTTP session) is create
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import discord
@@ -68,6 +70,11 @@ class AckGate:
             if self._waiting == 0:
                 self._clear.set()
 
+    @property
+    def waiting(self) -> int:
+        """Commands received and not yet acknowledged."""
+        return self._waiting
+
     async def wait_turn(self) -> None:
         try:
             await asyncio.wait_for(self._clear.wait(), self.MAX_WAIT_S)
@@ -102,7 +109,9 @@ class StylecodesBot(commands.Bot):
             **options,
         )
         self.resources = resources
-        self.sync_commands_on_start = False  # `python -m bot --sync`; never in tests (Discord rate-limits it)
+        # "changed": sync when the command payload differs from the last one synced (python -m bot);
+        # "always": `python -m bot --sync`; "never": tests (Discord rate-limits command updates).
+        self.sync_commands_on_start: Literal["never", "changed", "always"] = "never"
         self._background: set[asyncio.Task[Any]] = set()
         # Imported here: the generation module needs the views, the views need the bot type.
         from bot.generation import Generations
@@ -120,18 +129,28 @@ class StylecodesBot(commands.Bot):
             await self.load_extension(extension)
         # Buttons and menus on old messages keep working after a restart: their custom_ids carry their state.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
-        if self.sync_commands_on_start:
-            await self._sync_commands()
+        if self.sync_commands_on_start != "never":
+            await self._sync_commands(force=self.sync_commands_on_start == "always")
         self.spawn(self.generations.recover_unfinished(), name="recover-unfinished-jobs")
 
-    async def _sync_commands(self) -> None:
+    async def _sync_commands(self, *, force: bool) -> None:
+        """Publish the slash commands, unless the same payload was already published from this data dir.
+
+        Discord limits command updates per day, so a restart that changes nothing must not sync.
+        """
         guild_id = self.settings.dev_guild_id
-        if guild_id is not None:  # guild commands update at once; global ones can take an hour
-            guild = discord.Object(guild_id)
+        guild = discord.Object(guild_id) if guild_id is not None else None
+        if guild is not None:  # guild commands update at once; global ones can take an hour
             self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
-        else:
-            synced = await self.tree.sync()
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        fingerprint = hashlib.sha256(json.dumps([self.application_id, guild_id, payload], sort_keys=True).encode())
+        marker = self.settings.data_dir / "commands-synced.sha256"
+        if not force and marker.is_file() and marker.read_text().strip() == fingerprint.hexdigest():
+            log.info("event=commands_unchanged count=%d guild=%s", len(payload), guild_id)
+            return
+        synced = await self.tree.sync(guild=guild)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(fingerprint.hexdigest())
         log.info("event=commands_synced count=%d guild=%s", len(synced), guild_id)
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:

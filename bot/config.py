@@ -67,6 +67,11 @@ class Settings(BaseSettings):
 
     # --- Operations ----------------------------------------------------------------------------
     metrics_port: int | None = None  # Prometheus /metrics on this port when set
+    # Discord's REST API base. Set it to route the bot through an HTTP proxy in front of Discord
+    # (large bots share one rate limiter that way), or to a local stand-in in tests.
+    discord_api_base: str = "https://discord.com/api/v10"
+    # Discord's gateway websocket, likewise for a gateway proxy or a stand-in. None = Discord's own.
+    discord_gateway_url: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("log_level", mode="before")

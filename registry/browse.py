@@ -30,7 +30,7 @@ _SORT_KEYS = {"popular": Style.use_count, "trending": Style.trending_score, "fav
 _NAME_PREFIX = re.compile(r"^[a-z0-9-]*$")
 _WORD = re.compile(r"[^\W_]+")
 _SEARCH_WORDS_MAX = 8
-SEARCH_CANDIDATES = 1000
+SEARCH_CANDIDATES = 200
 
 
 @dataclass
@@ -73,7 +73,9 @@ async def browse(
         if key is None:
             statement = statement.where(Style.id < last_id)
         else:
-            statement = statement.where(tuple_(key, Style.id) < tuple_(last_key, last_id))
+            # The plain `key <= last_key` is implied by the row comparison; it is there for PostgreSQL's
+            # row estimate, which otherwise prefers a bitmap scan + sort over the ordered index scan.
+            statement = statement.where(key <= last_key, tuple_(key, Style.id) < tuple_(last_key, last_id))
     order = [Style.id.desc()] if key is None else [key.desc(), Style.id.desc()]
     rows = list(await session.scalars(statement.order_by(*order).limit(limit + 1)))
     items = rows[:limit]
@@ -108,29 +110,48 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[float | int | None, int]:
 # --- search ---------------------------------------------------------------------------------------------
 
 _FTS = table("style_fts", column("rowid"), column("rank"))  # SQLite FTS5, created by the migration
-_PG_DOCUMENT = "to_tsvector('simple'::regconfig, styles.name || ' ' || styles.description || ' ' || styles.tags)"
 
 
 async def search(
     session: AsyncSession, query: str, *, user_id: int | None, guild_id: int | None, limit: int = 25
 ) -> list[Style]:
-    """Visible styles whose name, description or tags contain every word of `query` (as word prefixes),
-    best match first (SQLite FTS5 bm25 / PostgreSQL ts_rank) among the newest `SEARCH_CANDIDATES` matches."""
+    """Visible styles whose name, description or tags contain every word of `query` (the last word also
+    as a prefix), best match first (SQLite FTS5 bm25 / PostgreSQL ts_rank) among the newest
+    `SEARCH_CANDIDATES` matches."""
     _check_limit(limit, PAGE_MAX)
     words = [word.lower() for word in _WORD.findall(query or "")][:_SEARCH_WORDS_MAX]
     if not words:
         return []
+    # Whole words first: a prefix term (``word*``) merges the posting lists of every word it expands
+    # to (~20 ms for a common word at 1M styles), an exact one reads a single list (~1 ms). The last
+    # word is then also tried as a prefix (the user may still be typing it) to fill a short result.
+    found = await _search(session, words, prefix=False, user_id=user_id, guild_id=guild_id, limit=limit)
+    if len(found) < limit:
+        more = await _search(session, words, prefix=True, user_id=user_id, guild_id=guild_id, limit=limit)
+        seen = {style.id for style in found}
+        found += [style for style in more if style.id not in seen][: limit - len(found)]
+    return found
+
+
+async def _search(
+    session: AsyncSession, words: list[str], *, prefix: bool, user_id: int | None, guild_id: int | None, limit: int
+) -> list[Style]:
     if dialect_name(session) == "sqlite":
-        match = " ".join(f'"{word}"*' for word in words)
+        terms = [f'"{word}"' for word in words]
+        if prefix:
+            terms[-1] += "*"
         candidates = (
             select(_FTS.c.rowid.label("id"), _FTS.c.rank.label("rank"))
-            .where(literal_column("style_fts").op("MATCH")(match))
+            .where(literal_column("style_fts").op("MATCH")(" ".join(terms)))
             .order_by(_FTS.c.rowid.desc())
         )
         higher_is_better = False  # bm25
     else:
-        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(f"{word}:*" for word in words))
-        document = literal_column(_PG_DOCUMENT)  # exactly the indexed expression, so the GIN index is used
+        terms = list(words)
+        if prefix:
+            terms[-1] += ":*"
+        tsquery = func.to_tsquery(literal_column("'simple'::regconfig"), " & ".join(terms))
+        document = literal_column("styles.search_tsv")  # stored generated column with a GIN index (migration)
         candidates = (
             select(Style.id.label("id"), func.ts_rank(document, tsquery).label("rank"))
             .where(document.op("@@")(tsquery))

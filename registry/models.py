@@ -2,7 +2,8 @@
 
 Only tests call ``create_all``; the application builds the schema with Alembic (``alembic/``), whose
 initial migration also creates what these models cannot express portably: the SQLite FTS5 table and
-its triggers, and the PostgreSQL full-text GIN index (see `DIALECT_SPECIFIC_OBJECTS`).
+its triggers, and PostgreSQL's generated `search_tsv` column with its GIN index (see
+`DIALECT_SPECIFIC_OBJECTS`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ TAGS_MAX = 8
 NOTE_MAX = 200
 
 # Created by the initial migration with dialect-specific SQL; the drift check ignores them.
-DIALECT_SPECIFIC_OBJECTS = frozenset({"style_fts", "ix_styles_search_tsv"})
+DIALECT_SPECIFIC_OBJECTS = frozenset({"style_fts", "ix_styles_search_tsv", "search_tsv"})
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):

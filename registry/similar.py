@@ -7,8 +7,9 @@ style's head-revision levels (1M styles: 80 MB of float32) and scans it exactly 
 matrix-vector product; visibility is then checked in SQL on the nearest candidates only.
 
 Revisions are immutable and append-only, so keeping the matrix fresh is cheap: each query first
-reads the revisions with ids above the newest one it has seen (minus a small margin for
-transactions that committed out of id order), so a new style or revision is findable at once.
+looks up the newest revision id, and when it moved, reads the revisions above the newest one it has
+seen (minus a small margin for transactions that committed out of id order), so a new style or
+revision is findable at once.
 Visibility, deletion and moderation changes need no refresh: they are checked per query.
 """
 
@@ -19,7 +20,7 @@ import weakref
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stylecodes.codec import LATENT_DIM, MAX_LEVEL, StyleCode
@@ -95,6 +96,9 @@ class LatentIndex:
 
     async def refresh(self, session: AsyncSession) -> None:
         async with self.lock:
+            newest = await session.scalar(select(func.max(Revision.id)))
+            if newest is None or newest <= self.watermark:
+                return  # nothing new (one primary-key lookup)
             statement = (
                 select(Revision.id, Revision.style_id, Revision.version, Revision.number, Revision.levels)
                 .where(Revision.id > self.watermark - _ID_MARGIN)
@@ -127,16 +131,20 @@ class LatentIndex:
             _, revision_id, levels = matrix.pending[slot - stored]
             matrix.pending[slot - stored] = (-1, revision_id, levels)
 
-    def nearest(self, code: StyleCode, count: int) -> list[tuple[int, int, float]]:
-        """(style id, revision id, squared level distance) of the `count` nearest head revisions."""
+    def nearest(self, code: StyleCode, count: int) -> list[tuple[int, int, float, str]]:
+        """(style id, revision id, squared level distance, code) of the `count` nearest head revisions."""
         matrix = self.matrices.get(code.version)
         if matrix is None:
             return []
         positions, distances = matrix.nearest(code.levels, count)
         return [
-            (int(matrix.style_ids[p]), int(matrix.revision_ids[p]), float(d))
+            (int(matrix.style_ids[p]), int(matrix.revision_ids[p]), float(d), _code(matrix.vectors[p], code.version))
             for p, d in zip(positions, distances, strict=True)
         ]
+
+
+def _code(vector: np.ndarray, version: int) -> str:
+    return StyleCode(tuple(int(level) for level in vector), version).canonical
 
 
 _indexes: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -169,21 +177,15 @@ async def similar_styles(
     fetch = 2 * wanted + 8  # most styles are public: one round usually suffices
     while True:
         candidates = index.nearest(style_code, fetch)
-        ids = [style_id for style_id, _, _ in candidates]
+        ids = [style_id for style_id, _, _, _ in candidates]
         styles = {style.id: style for style in await session.scalars(select(Style).where(Style.id.in_(ids), visible))}
         found = [
-            SimilarStyle(style=styles[sid], revision_id=rid, code="", distance=float(np.sqrt(d2)) * _LEVEL_TO_LATENT)
-            for sid, rid, d2 in candidates
+            SimilarStyle(styles[sid], rid, found_code, distance=float(np.sqrt(d2)) * _LEVEL_TO_LATENT)
+            for sid, rid, d2, found_code in candidates
             if sid in styles and sid != exclude_style_id
         ]
         # Enough visible neighbours among the nearest candidates, or nothing further to look at: exact.
         if len(found) >= k or len(candidates) < fetch:
             break
         fetch *= 4
-    found = found[:k]
-    revision_ids = [item.revision_id for item in found]
-    rows = await session.execute(select(Revision.id, Revision.code).where(Revision.id.in_(revision_ids)))
-    codes = {revision_id: code for revision_id, code in rows}
-    for item in found:
-        item.code = codes[item.revision_id]
-    return found
+    return found[:k]

@@ -59,12 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help=f"model version: 1 = published StyleCodes v1 (default; for `imagine --code` the code's own version), "
-        f"0 = {DEMO_NOTICE}",
+        help="model version: 1 = published StyleCodes v1 (default; for `imagine --code` the code's own version), "
+        "0 = demo model (tiny random weights: its images are not meaningful)",
     )
-    common.add_argument(
-        "--device", default="auto", help="torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1..."
-    )
+    common.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     common.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto = float16 on CUDA, float32 on CPU")
 
     parser = argparse.ArgumentParser(

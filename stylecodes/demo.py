@@ -22,7 +22,6 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, SiglipVisionConfig, SiglipVisionModel
 
 from stylecodes.control import StyleCodesControlModel
-from stylecodes.versions import DEMO_NOTICE
 
 DEMO_SEED = 20241111  # fixed: the demo model must be the same everywhere, so its codes mean the same everywhere
 TEXT_WIDTH = 32  # text encoder hidden size = UNet cross-attention width
@@ -130,7 +129,3 @@ def build_demo_tokenizer() -> CLIPTokenizer:
             pad_token=_EOS,
             model_max_length=MAX_PROMPT_TOKENS,
         )
-
-
-def demo_notice() -> str:
-    return f"Note: {DEMO_NOTICE}."

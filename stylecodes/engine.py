@@ -29,8 +29,15 @@ from stylecodes.pipeline import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
+    GUIDANCE_RANGE,
+    MAX_SEED,
+    MAX_STEPS,
+    STRENGTH_RANGE,
     StepCallback,
     StyleCodesPipeline,
+    check_int,
+    check_number,
+    check_size,
     make_scheduler,
 )
 from stylecodes.versions import DEMO_NOTICE, ModelVersionSpec, UnservedVersionError, get_spec
@@ -42,7 +49,7 @@ __all__ = ["GenerationRequest", "GenerationResult", "StepCallback", "StyleEngine
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """One image to paint. Ranges are checked by the pipeline (errors name the field)."""
+    """One image to paint. Checked when created: a bad field raises ValueError naming it, before any queueing."""
 
     prompt: str
     seed: int
@@ -53,6 +60,22 @@ class GenerationRequest:
     guidance_scale: float = DEFAULT_GUIDANCE_SCALE
     width: int = 512
     height: int = 512
+
+    def __post_init__(self) -> None:
+        for name in ("prompt", "negative_prompt"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"`{name}` must be a string, got {type(getattr(self, name)).__name__}.")
+        if self.style is not None and not isinstance(self.style, StyleCode):
+            raise ValueError(
+                f"`style` must be a StyleCode or None (parse text with stylecodes.codec.parse_code), "
+                f"got {type(self.style).__name__}."
+            )
+        check_int("seed", self.seed, 0, MAX_SEED)
+        check_number("strength", self.strength, *STRENGTH_RANGE)
+        check_int("steps", self.steps, 1, MAX_STEPS)
+        check_number("guidance_scale", self.guidance_scale, *GUIDANCE_RANGE)
+        check_size("width", self.width)
+        check_size("height", self.height)
 
     def batch_key(self) -> tuple[int, float, int, int]:
         """Requests with equal keys can be painted in one batch."""
@@ -111,7 +134,9 @@ class StyleEngine:
             pipeline, base_model = _build_demo_pipeline(), "demo (built in-process)"
         else:
             pipeline, base_model = _load_published_pipeline(spec)
-        pipeline.to(device=torch.device(device), dtype=dtype)
+        pipeline.to(torch.device(device))
+        if dtype != pipeline.unet.dtype:  # (diffusers logs a spurious float32 warning on every dtype cast)
+            pipeline.to(dtype=dtype)
         pipeline.set_progress_bar_config(disable=not show_progress, desc="Denoising", leave=False)
         return cls(pipeline, spec, base_model=base_model)
 

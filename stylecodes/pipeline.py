@@ -40,7 +40,7 @@ StyleInput = Union[StyleCode, str, np.ndarray, Tensor, PIL.Image.Image, None]  #
 StepCallback = Callable[[int, int, Callable[[], list[PIL.Image.Image]]], None]
 
 DEFAULT_STRENGTH = 0.9
-STRENGTH_RANGE = (0.0, 1.5)  # above ~1.2 the style overwhelms the prompt; beyond 1.5 the base stream is inverted
+STRENGTH_RANGE = (0.0, 1.5)  # above 1 the blend extrapolates past the collaboration output; 1.5 is plenty
 DEFAULT_GUIDANCE_SCALE = 3.0
 GUIDANCE_RANGE = (0.0, 30.0)
 DEFAULT_STEPS = 20
@@ -370,21 +370,16 @@ def check_call_arguments(
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list | tuple) or not prompts or not all(isinstance(p, str) for p in prompts):
         raise ValueError("`prompt` must be a string or a non-empty list of strings.")
-    count = _check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_CALL)
+    count = check_int("num_images_per_prompt", num_images_per_prompt, 1, MAX_IMAGES_PER_CALL)
     total = len(prompts) * count
     if total > MAX_IMAGES_PER_CALL:
         raise ValueError(
             f"`prompt` x `num_images_per_prompt` asks for {total} images; at most {MAX_IMAGES_PER_CALL} per call."
         )
-    _check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
-    _check_number("guidance_scale", guidance_scale, *GUIDANCE_RANGE)
-    for name, value in (("width", width), ("height", height)):
-        _check_int(name, value, *SIZE_RANGE)
-        if value % 8:
-            raise ValueError(
-                f"`{name}` must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
-                f"try {max(SIZE_RANGE[0], value // 8 * 8)} or {value // 8 * 8 + 8}."
-            )
+    check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
+    check_number("guidance_scale", guidance_scale, *GUIDANCE_RANGE)
+    check_size("width", width)
+    check_size("height", height)
 
     def expand(name: str, value: Any, is_single: Callable[[Any], bool]) -> list[Any]:
         if is_single(value):
@@ -404,16 +399,16 @@ def check_call_arguments(
         if not isinstance(value, str):
             raise ValueError(f"`negative_prompt` must be strings, got {_describe(value)}.")
     for value in strengths:
-        _check_number("strength", value, *STRENGTH_RANGE)
+        check_number("strength", value, *STRENGTH_RANGE)
     if seed is None:
         seeds = [secrets.randbelow(2**32) for _ in range(total)]
     elif isinstance(seed, int) and not isinstance(seed, bool):
-        _check_int("seed", seed, 0, MAX_SEED - total)
+        check_int("seed", seed, 0, MAX_SEED - total)
         seeds = [seed + i for i in range(total)]
     else:
         seeds = expand("seed", seed, lambda v: False)
         for value in seeds:
-            _check_int("seed", value, 0, MAX_SEED)
+            check_int("seed", value, 0, MAX_SEED)
     prompts_per_sample = [p for p in prompts for _ in range(count)]
     return [
         _Sample(prompt=p, negative_prompt=n, seed=int(s), strength=float(k), style=y)
@@ -432,7 +427,7 @@ def _is_str(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def _check_int(name: str, value: Any, low: int, high: int) -> int:
+def check_int(name: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"`{name}` must be an integer, got {_describe(value)}.")
     if not low <= value <= high:
@@ -440,7 +435,17 @@ def _check_int(name: str, value: Any, low: int, high: int) -> int:
     return int(value)
 
 
-def _check_number(name: str, value: Any, low: float, high: float) -> float:
+def check_size(name: str, value: Any) -> int:
+    check_int(name, value, *SIZE_RANGE)
+    if value % 8:
+        raise ValueError(
+            f"`{name}` must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
+            f"try {max(SIZE_RANGE[0], value // 8 * 8)} or {value // 8 * 8 + 8}."
+        )
+    return int(value)
+
+
+def check_number(name: str, value: Any, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
         raise ValueError(f"`{name}` must be a number, got {_describe(value)}.")
     if not np.isfinite(value) or not low <= value <= high:
@@ -464,6 +469,9 @@ __all__ = [
     "StyleCodesPipelineOutput",
     "StyleInput",
     "check_call_arguments",
+    "check_int",
+    "check_number",
+    "check_size",
     "latent_previews",
     "make_scheduler",
 ]

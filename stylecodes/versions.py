@@ -30,6 +30,7 @@ class ModelVersionSpec:
 
     version: int
     title: str
+    short_title: str  # for one-line messages, e.g. "serves version(s) 0 (demo, images not meaningful)"
     base_model: str | None  # Hub id of the SD1.5 base (None: built in-process)
     checkpoint_repo: str | None  # Hub repo holding the control module (incl. the autoencoder)
     checkpoint_file: str | None
@@ -83,6 +84,7 @@ VERSIONS: dict[int, ModelVersionSpec] = {
     0: ModelVersionSpec(
         version=0,
         title=f"Demo model ({DEMO_NOTICE})",
+        short_title="demo, images not meaningful",
         base_model=None,
         checkpoint_repo=None,
         checkpoint_file=None,
@@ -91,6 +93,7 @@ VERSIONS: dict[int, ModelVersionSpec] = {
     1: ModelVersionSpec(
         version=1,
         title="StyleCodes v1 (the published release, Stable Diffusion 1.5)",
+        short_title="StyleCodes v1",
         # runwayml/stable-diffusion-v1-5, which the published demo used, moved here.
         base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
         checkpoint_repo="CiaraRowles/stylecodes",
@@ -129,11 +132,8 @@ def check_served(version: int, served: Iterable[int]) -> None:
 
 
 def _short_title(version: int) -> str:
-    if version == DEMO_VERSION:
-        return "demo, images not meaningful"
-    if version in VERSIONS:
-        return "StyleCodes v1" if version == 1 else VERSIONS[version].title
-    return KNOWN_VERSIONS.get(version, "unknown")
+    spec = VERSIONS.get(version)
+    return spec.short_title if spec else KNOWN_VERSIONS.get(version, "unknown")
 
 
 def local_path_help(spec: ModelVersionSpec) -> str:

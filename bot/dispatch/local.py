@@ -103,7 +103,8 @@ class LocalDispatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        # A batch already in the engine finishes (its rows stay `running` and are recovered at the next start).
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
 
     # --- Front end ---------------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class LocalDispatcher:
             metrics.JOBS_REJECTED.labels("queue_full").inc()
             log_job_event("rejected", job.job_id, reason="queue_full", user_id=job.user_id)
             raise QueueFullError(self.limits.queue_cap)
-        mine = self._jobs_by_user.setdefault(job.user_id, set())
+        mine = self._jobs_by_user.get(job.user_id, set())
         if len(mine) >= self.limits.max_jobs_per_user:
             metrics.JOBS_REJECTED.labels("user_limit").inc()
             log_job_event("rejected", job.job_id, reason="user_limit", user_id=job.user_id)
@@ -132,7 +133,7 @@ class LocalDispatcher:
         if job.job_id in self._logs:
             raise ValueError(f"job {job.job_id} was already submitted")
 
-        mine.add(job.job_id)
+        self._jobs_by_user[job.user_id] = mine | {job.job_id}
         self._logs[job.job_id] = events = _EventLog()
         self._queued_at[job.job_id] = time.time()
         self._queue.push(job)

@@ -65,9 +65,6 @@ async def run_worker(settings: Settings, *, step_delay_s: float = 0.0) -> None:
 
 def main() -> int:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
     if not settings.redis_url:
         print(
             "python -m bot.worker is the worker of the Redis deployment: set STYLECODES_REDIS_URL "
@@ -75,6 +72,9 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     step_delay_s = float(os.environ.get("STYLECODES_TEST_STEP_DELAY_S", "0") or 0)
     asyncio.run(run_worker(settings, step_delay_s=step_delay_s))
     return 0

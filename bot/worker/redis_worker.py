@@ -138,6 +138,9 @@ class RedisWorker:
                 except (RedisConnectionError, RedisTimeoutError) as exc:  # Redis restarting: wait, then go on
                     log.warning("redis unavailable (%s); retrying in %.0f s", exc, REDIS_RETRY_S)
                     await asyncio.sleep(REDIS_RETRY_S)
+                except Exception:  # e.g. the database is down: the batch's jobs are redelivered later
+                    log.exception("worker step failed; retrying in %.0f s", REDIS_RETRY_S)
+                    await asyncio.sleep(REDIS_RETRY_S)
         finally:
             heartbeat.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -225,28 +228,31 @@ class RedisWorker:
     # --- Running -----------------------------------------------------------------------------------
 
     async def _process(self, batch: list[Job]) -> None:
-        runnable = []
-        for job in batch:
-            delivery = self._held[job.job_id]
-            state = await self.redis.hget(self.keys.job(job.job_id), "state")
-            if state in FINISHED_STATUSES:  # finished by a worker that died before its XACK
-                await self.redis.xack(delivery.stream, GROUP, delivery.message_id)
-                self._held.pop(job.job_id, None)
-                continue
-            if await self._runner.start_job(job, queued_at=delivery.submitted_at, worker=self.consumer):
-                runnable.append(job)
-            else:  # the registry has it finished, but the result never reached Redis: never run it twice
-                await self._ack(delivery, JobFailed(RESULT_LOST, JobFailed.LOST))
-        if runnable:
-            try:
+        try:
+            runnable = [job for job in batch if await self._start(job)]
+            if runnable:
                 for outcome in await self._runner.run(runnable):
                     await self._finish(outcome)
-            except Exception:
-                for job in runnable:  # not acked: stop refreshing them, so another delivery redoes them
-                    self._held.pop(job.job_id, None)
-                raise
-            self.batches_run += 1
+                self.batches_run += 1
+        except Exception:
+            for job in batch:  # not acked: stop refreshing them, so a later delivery redoes them
+                self._held.pop(job.job_id, None)
+            raise
         await self._update_queue_depth()
+
+    async def _start(self, job: Job) -> bool:
+        """Mark the job started; False (and acked) when it already finished on a worker that died before XACK."""
+        delivery = self._held[job.job_id]
+        state = await self.redis.hget(self.keys.job(job.job_id), "state")
+        if state in FINISHED_STATUSES:  # its result is already in its event stream
+            await self.redis.xack(delivery.stream, GROUP, delivery.message_id)
+            self._held.pop(job.job_id, None)
+            return False
+        if await self._runner.start_job(job, queued_at=delivery.submitted_at, worker=self.consumer):
+            return True
+        # The registry has it finished, but the result never reached Redis: never run it twice.
+        await self._ack(delivery, JobFailed(RESULT_LOST, JobFailed.LOST))
+        return False
 
     async def _finish(self, outcome: Outcome) -> None:
         """Store, then publish + XACK + release. If storing fails the job stays pending and is retried."""

@@ -99,9 +99,9 @@ class BatchRunner:
         finished): the caller must not run it again, so it is done exactly once.
         """
         if isinstance(job, ImagineJob):
-            previous = await self._advance_usage(job.job_id, "running")
-            if previous in FINISHED_STATUSES:
-                log_job_event("skipped", job.job_id, kind=job.kind, status=previous, worker=worker)
+            status = await advance_usage(self.session_factory, job.job_id, "running")
+            if status in FINISHED_STATUSES:
+                log_job_event("skipped", job.job_id, kind=job.kind, status=status, worker=worker)
                 return False
         await self.publish(job, JobStarted())
         waited = None if queued_at is None else max(0.0, time.time() - queued_at)
@@ -242,23 +242,15 @@ class BatchRunner:
                 await session.commit()
         if isinstance(job, ImagineJob):
             if isinstance(event, JobDone):
-                await self._advance_usage(job.job_id, "done")
+                await advance_usage(self.session_factory, job.job_id, "done")
             else:
-                await self._advance_usage(job.job_id, "failed", error=event.reason)
+                await advance_usage(self.session_factory, job.job_id, "failed", error=event.reason)
 
     async def announce(self, outcome: Outcome) -> None:
         """Publish the terminal event, count it, log it."""
         job, event = outcome.job, outcome.event
         await self.publish(job, event)
         record_outcome(job, event)
-
-    async def _advance_usage(self, job_id: str, status: str, *, error: str | None = None) -> str | None:
-        """Move the usage row to `status` unless it is there already or has ended; returns its previous status.
-
-        Idempotent, because a redelivered Redis job may pass here twice; a finished row never changes
-        again, so a job is `done` at most once. None when the bot recorded no usage row for the job.
-        """
-        return await advance_usage(self.session_factory, job_id, status, error=error)
 
 
 FINISHED_STATUSES = ("done", "failed", "cancelled")
@@ -267,20 +259,23 @@ FINISHED_STATUSES = ("done", "failed", "cancelled")
 async def advance_usage(
     session_factory: async_sessionmaker[AsyncSession], job_id: str, status: str, *, error: str | None = None
 ) -> str | None:
-    """See `BatchRunner._advance_usage`; also used by dispatch for jobs failed outside a batch."""
-    from registry.errors import UsageNotFoundError
+    """Move the usage row to `status` unless it is there already or has ended; returns its status afterwards.
+
+    Idempotent, because a redelivered Redis job may pass here twice; a finished row never changes
+    again, so a job is `done` at most once. None when the bot recorded no usage row for the job.
+    """
+    from registry.errors import InvalidStatusError, UsageNotFoundError
     from registry.usage import get_usage, set_usage_status
 
     async with session_factory() as session:
-        try:
-            usage = await get_usage(session, job_id)
+        try:  # the usual case in one statement: the row moves on
+            await set_usage_status(session, job_id, status, error=error)
+            return status
         except UsageNotFoundError:
             log.warning("job %s has no usage row; its history is not recorded", job_id)
             return None
-        previous = usage.status
-        if previous != status and previous not in FINISHED_STATUSES:
-            await set_usage_status(session, job_id, status, error=error)
-        return previous
+        except InvalidStatusError:  # already there, or finished: leave it as it is
+            return (await get_usage(session, job_id)).status
 
 
 def record_outcome(job: Job, event: TerminalEvent) -> None:

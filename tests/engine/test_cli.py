@@ -163,3 +163,13 @@ def test_console_entry_point_exits_2_without_traceback():
 def test_code_starting_with_a_dash_is_read_as_the_code(capsys):
     code, _, err = run(capsys, "imagine", "a cat", "--code", "-AAAAAAAAAAAAAAAAAAA0", "--width", "65")
     assert_one_line_error(code, err, "`width` must be a multiple of 8")  # the code parsed; the width did not
+
+
+def test_bad_device_is_one_line(capsys, tmp_path, style_images):
+    code, _, err = run(capsys, "imagine", "a", "--code", "AAAAAAAAAAAAAAAAAAAA0", "--device", "nonsense")
+    assert_one_line_error(code, err, "--device 'nonsense' is not a torch device")
+    if not torch.cuda.is_available():
+        image = tmp_path / "style.png"
+        style_images[0].save(image)
+        code, _, err = run(capsys, "encode", str(image), "--model-version", "0", "--device", "cuda")
+        assert_one_line_error(code, err, "no CUDA GPU is available")

@@ -74,10 +74,27 @@ def test_generate_refuses_bad_batches(demo_engine):
         )
     with pytest.raises(UnservedVersionError, match=r"version 1 are not served here.*0 \(demo"):
         demo_engine.generate([GenerationRequest("a", 1, style=parse_code("C_d_AAI_rQglIvUb1_fC1"), **SMALL)])
-    with pytest.raises(ValueError, match=r"`width` must be a multiple of 8"):
-        demo_engine.generate([GenerationRequest("a", 1, steps=2, width=68, height=64)])
-    with pytest.raises(ValueError, match=r"`strength` must be between 0 and 1.5"):
-        demo_engine.generate([GenerationRequest("a", 1, strength=2.0, **SMALL)])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"width": 68}, r"`width` must be a multiple of 8.*try 64 or 72"),
+        ({"height": 32}, r"`height` must be between 64 and 2048"),
+        ({"strength": 2.0}, r"`strength` must be between 0 and 1.5"),
+        ({"steps": 0}, r"`steps` must be between 1 and 1000"),
+        ({"guidance_scale": float("inf")}, r"`guidance_scale`"),
+        ({"seed": -3}, r"`seed` must be between 0"),
+        ({"seed": 1.5}, r"`seed` must be an integer"),
+        ({"prompt": None}, r"`prompt` must be a string"),
+        ({"negative_prompt": 3}, r"`negative_prompt` must be a string"),
+        ({"style": "C_d_AAI_rQglIvUb1_fC1"}, r"`style` must be a StyleCode or None.*parse_code"),
+    ],
+)
+def test_bad_requests_are_refused_when_created(fields, message):
+    arguments = {"prompt": "a", "seed": 1, **fields}
+    with pytest.raises(ValueError, match=message):
+        GenerationRequest(**arguments)
 
 
 def test_encode_gives_codes_of_the_engine_version(demo_engine, style_images):

@@ -131,3 +131,19 @@ def test_offline_encoder_without_cache_fails_clearly(offline_hub, monkeypatch, t
     monkeypatch.setenv("STYLECODES_V1_CHECKPOINT", str(checkpoint))  # found locally: now SigLIP is missing
     with pytest.raises(hub.ModelLoadError, match=r"google/siglip-base-patch16-224 is not in the local"):
         StyleImageEncoder.load(VERSIONS[1])
+
+
+def test_broken_local_folders_give_model_load_errors(tmp_path):
+    from stylecodes.engine import _load_base_components
+    from stylecodes.image_encoder import load_vision_model
+
+    siglip = tmp_path / "siglip"
+    siglip.mkdir()
+    (siglip / "config.json").write_text("{}")
+    with pytest.raises(hub.ModelLoadError, match=r"Could not load the SigLIP image encoder"):
+        load_vision_model(siglip)
+    base = tmp_path / "sd15"
+    base.mkdir()
+    (base / "model_index.json").write_text("{}")
+    with pytest.raises(hub.ModelLoadError, match=r"Could not load the SD1\.5 base model from my-sd15"):
+        _load_base_components(hub.BaseModelSource(base, is_single_file=False, label="my-sd15"))

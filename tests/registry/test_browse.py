@@ -225,3 +225,12 @@ async def test_similar_is_exact_and_same_version(session) -> None:
     assert [s.style.name for s in v0] == ["v0-style"]
     with pytest.raises(registry.InvalidCodeError):
         await registry.similar_styles(session, "junk", user_id=BOB, guild_id=None)
+
+
+async def test_search_puts_whole_words_before_prefixes(session) -> None:
+    for name, description in (("inkwell-art", "an inkwell"), ("blue-ink", "ink on paper"), ("pinky", "pink ink")):
+        await registry.create_style(session, name=name, code=random_code(1), owner_id=ALICE, guild_id=None,
+                                    description=description)  # fmt: skip
+    found = [s.name for s in await registry.search(session, "ink", user_id=BOB, guild_id=None)]
+    assert set(found[:2]) == {"blue-ink", "pinky"} and found[2:] == ["inkwell-art"]
+    assert len(await registry.search(session, "ink", user_id=BOB, guild_id=None, limit=2)) == 2

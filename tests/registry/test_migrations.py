@@ -102,3 +102,22 @@ async def _search_objects(url: str) -> set[str]:
             return {row[0] for row in await connection.exec_driver_sql(query)}
     finally:
         await engine.dispose()
+
+
+def test_alembic_command_line(tmp_path) -> None:
+    # What operators run: `alembic -x url=... upgrade head` / `alembic check` from the project root.
+    import subprocess
+    import sys
+
+    from tests.conftest import PROJECT_ROOT
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
+    for args in (["upgrade", "head"], ["check"], ["current"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "alembic", "-x", f"url={url}", *args],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+    assert "0001 (head)" in result.stdout

@@ -204,10 +204,10 @@ async def test_reclaimed_job_that_was_already_done_is_not_run_again(
 async def test_a_slow_job_is_not_taken_from_a_live_worker(bots, redis_client, keys, demo_engine, session_factory):
     """The heartbeat keeps a long job with its worker, although it runs longer than the idle timeout."""
     bot = await bots()
-    job = imagine_job(ALICE, steps=8)
+    job = imagine_job(ALICE, steps=12)
     await record(session_factory, job)
     handle = await bot.submit(job)
-    options = {"idle_timeout_s": 0.3, "step_delay_s": 0.15}  # the job takes > 1.2 s, 4x the timeout
+    options = {"idle_timeout_s": 1.0, "step_delay_s": 0.25}  # the job takes > 3 s, 3x the timeout
     async with running_worker(redis_client, keys, demo_engine, session_factory, **options) as first:
         await wait_for(lambda: redis_client.hget(keys.job(job.job_id), "worker"), 20, "the job to start")
         async with running_worker(redis_client, keys, demo_engine, session_factory, **options) as second:

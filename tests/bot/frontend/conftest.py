@@ -152,6 +152,7 @@ async def harness(standin, session_factory, engine, settings, step_delay_s) -> A
     try:
         yield Harness(bot, standin, Payloads(bot.tree, standin), dispatcher, settings)
         await bot.wait_idle()
+        assert bot.ack_gate.waiting == 0, "a command was never counted as acknowledged"
     finally:
         await bot.close()
         await dispatcher.close()
