@@ -15,9 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import discord
-from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import selectinload
 
 import registry
 from bot import embeds
@@ -230,7 +228,7 @@ class Generations:
             usage = await registry.get_usage(session, job_id)
             revision = None
             if usage.revision_id is not None:
-                revision = await _revision_with_style(session, usage.revision_id)
+                revision = await registry.get_revision(session, usage.revision_id)
         options = ImagineOptions(
             prompt=usage.prompt,
             strength=usage.strength,
@@ -356,9 +354,8 @@ class Generations:
 
     async def _store_message_link(self, job_id: str, link: str) -> None:
         """Where the images were posted, for /stylecode history (the worker has marked the job done already)."""
-        statement = update(registry.Usage).where(registry.Usage.job_id == job_id).values(message_link=link)
-        async with self._resources.session_factory() as session, session.begin():
-            await session.execute(statement)
+        async with self._resources.session_factory() as session:
+            await registry.set_usage_message_link(session, job_id, link)
 
     @staticmethod
     async def _guild_settings(session: AsyncSession, guild_id: int | None) -> registry.GuildSettings:
@@ -461,12 +458,6 @@ def _progress_fields(event: JobQueued | JobStarted | JobProgress) -> dict[str, A
         return {"content": "Painting…"}
     files = [] if event.preview_png is None else [embeds.png_file(event.preview_png, "preview.png")]
     return {"content": embeds.progress_text(event.step, event.total), "attachments": files}
-
-
-async def _revision_with_style(session: AsyncSession, revision_id: int) -> registry.Revision | None:
-    # The registry resolves revisions by reference; a job remembers its revision by id.
-    statement = select(registry.Revision).where(registry.Revision.id == revision_id)
-    return await session.scalar(statement.options(selectinload(registry.Revision.style)))
 
 
 def _is_nsfw_channel(channel: object) -> bool:

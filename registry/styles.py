@@ -213,6 +213,13 @@ async def _load_revision(session: AsyncSession, revision_id: int) -> Revision:
     return (await session.scalars(statement)).one()
 
 
+async def get_revision(session: AsyncSession, revision_id: int) -> Revision | None:
+    """A revision (style loaded) by id, or None. No visibility check: for replaying a job, whose revision
+    was resolved, with visibility respected, when the job was made."""
+    statement = select(Revision).where(Revision.id == revision_id).options(selectinload(Revision.style))
+    return await session.scalar(statement)
+
+
 async def add_revision(
     session: AsyncSession, name: str, *, code: str | StyleCode, user_id: int, note: str = ""
 ) -> Revision:

@@ -118,7 +118,9 @@ def test_one_image_serves_bot_and_worker_from_an_official_pytorch_base():
     assert images == {"stylecodes:latest"}
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"ARG PYTORCH_IMAGE=pytorch/pytorch:[\w.-]*cuda[\w.-]*-runtime", dockerfile)
-    assert dockerfile.count("FROM ") == 2  # multi-stage
+    assert dockerfile.count("FROM ") == 1
+    # Slim layering: dependencies are installed before the source is copied, so source edits reuse that layer.
+    assert dockerfile.index("pip install .") < dockerfile.index("COPY stylecodes")
     for line in dockerfile.splitlines():
         if line.startswith("COPY") and "--from" not in line:
             for source in line.split()[1:-1]:

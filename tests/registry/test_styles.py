@@ -48,6 +48,15 @@ async def test_create_and_resolve(session) -> None:
         assert resolved.id == revision.id and resolved.style.name == "neon-noir"
 
 
+async def test_get_revision_by_id_loads_its_style(session) -> None:
+    created = await make(session)
+    second = await registry.add_revision(session, "neon-noir", code=CODE_B, user_id=ALICE)
+    found = await registry.get_revision(session, second.id)
+    assert (found.id, found.number, found.code, found.style.name) == (second.id, 2, CODE_B, "neon-noir")
+    assert (await registry.get_revision(session, created.id)).number == 1
+    assert await registry.get_revision(session, second.id + 1000) is None
+
+
 async def test_legacy_code_is_stored_canonically(session) -> None:
     code = registry.styles.to_code(EXAMPLE_CODE)
     revision = await make(session, code=code.legacy)
