@@ -44,7 +44,9 @@ STRENGTH_RANGE = (0.0, 1.5)  # above 1 the blend extrapolates past the collabora
 DEFAULT_GUIDANCE_SCALE = 3.0
 GUIDANCE_RANGE = (0.0, 30.0)
 DEFAULT_STEPS = 20
-MAX_STEPS = 1000  # DDIM cannot take more steps than the 1000 training timesteps
+# DDIM with steps_offset 1 would step past the last of the 1000 training timesteps at 1000 steps; images stop
+# improving long before this bound anyway.
+MAX_STEPS = 500
 SIZE_RANGE = (64, 2048)  # pixels; multiples of 8 (the VAE's factor)
 MAX_IMAGES_PER_CALL = 64
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
