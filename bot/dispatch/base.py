@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from bot import metrics
 from bot.jobs import TERMINAL_EVENTS, Job, JobEvent
 
 if TYPE_CHECKING:
@@ -36,6 +37,16 @@ class DispatchLimits:
             max_batch_size=settings.max_batch_size,
             progress_interval_s=settings.progress_interval_s,
         )
+
+    def check_served(self, version: int) -> None:
+        """Refuse, at submit, a job for a model version no worker of this deployment loads."""
+        from stylecodes.versions import UnservedVersionError, check_served
+
+        try:
+            check_served(version, self.served_versions)
+        except UnservedVersionError:
+            metrics.JOBS_REJECTED.labels("unserved_version").inc()
+            raise
 
 
 class JobHandle:

@@ -114,13 +114,7 @@ class LocalDispatcher:
         return sum(len(jobs) for jobs in self._jobs_by_user.values())
 
     async def submit(self, job: Job) -> JobHandle:
-        from stylecodes.versions import UnservedVersionError, check_served
-
-        try:
-            check_served(job.version, self.limits.served_versions)
-        except UnservedVersionError:
-            metrics.JOBS_REJECTED.labels("unserved_version").inc()
-            raise
+        self.limits.check_served(job.version)
         if self.active_jobs >= self.limits.queue_cap:
             metrics.JOBS_REJECTED.labels("queue_full").inc()
             log_job_event("rejected", job.job_id, reason="queue_full", user_id=job.user_id)

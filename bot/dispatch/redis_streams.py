@@ -144,13 +144,7 @@ class RedisDispatcher:
         await self.redis.aclose()
 
     async def submit(self, job: Job) -> JobHandle:
-        from stylecodes.versions import UnservedVersionError, check_served
-
-        try:
-            check_served(job.version, self.limits.served_versions)
-        except UnservedVersionError:
-            metrics.JOBS_REJECTED.labels("unserved_version").inc()
-            raise
+        self.limits.check_served(job.version)
         keys = self.keys
         (position,) = await self._submit(
             keys=[
