@@ -1,4 +1,4 @@
-"""Benchmark: per-job overhead of dispatch (queue, database, result publish) against calling the engine directly.
+"""Benchmark: per-job overhead of the bot (front end, queue, database, upload) against calling the engine directly.
 
 One job at a time (no queueing behind other jobs), demo model (version 0) on the CPU, one 64 px image:
 
@@ -7,9 +7,17 @@ One job at a time (no queueing behind other jobs), demo model (version 0) on the
   thread, usage row running -> done, PNG encoding, events back to the listener, until `JobDone`;
 - redis: the same through Redis Streams (`RedisDispatcher` + a `RedisWorker` in this process, a real
   redis-server on loopback started here): submit script, XREADGROUP, per-job event stream, XACK.
-  Skipped when no `redis-server` binary is installed.
+  Skipped when no `redis-server` binary is installed;
+- bot: the whole bot as `python -m bot` runs by default: the real `StylecodesBot` (cogs, command tree,
+  error handler) receives a raw /imagine interaction (the same prompt, code, seed, strength, guidance and
+  steps; `Settings.image_size` = the size) and runs it on the embedded `LocalDispatcher` above. Timed from
+  handing the gateway payload to discord.py (`parse_interaction_create`) until the stand-in for Discord's
+  REST API (tests/bot/frontend/standin.py, in its own process as in bench/bot_ack_latency.py; the clocks
+  are the shared CLOCK_MONOTONIC) has received the final edit of the original response carrying the PNG.
+  Between them: the deferral, the style parse, the guild settings read and usage insert, submit, the
+  "Queued" edit, the job, the result embed and buttons, and the multipart upload.
 
-Each round runs the three back to back; the overhead is the median over rounds of (path - direct) in the
+Each round runs the paths back to back; the overhead is the median over rounds of (path - direct) in the
 same round, so a noisy neighbour on the machine hits both sides of each difference.
 Target (issue 4): overhead <= 50 ms per job.
 
@@ -21,20 +29,31 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing
 import os
 import shutil
 import socket
+import struct
 import subprocess
 import time
 
+import aiohttp
+import discord
+from aiohttp import web
 from bot_support import imagine_job, load_demo_engine, machine, median, migrated_registry, record, set_threads
 
+from bot.app import BotResources, StylecodesBot
+from bot.config import Settings
 from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.dispatch.redis_streams import RedisDispatcher, RedisKeys
 from bot.jobs import JobDone
 from bot.worker.models import ModelCache
 from bot.worker.redis_worker import RedisWorker
+from tests.bot.frontend.payloads import Payloads
+from tests.bot.frontend.standin import StandIn
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def start_redis() -> tuple[subprocess.Popen, str] | None:
@@ -57,6 +76,43 @@ def start_redis() -> tuple[subprocess.Popen, str] | None:
     return process, f"redis://127.0.0.1:{port}/0"
 
 
+class ListingStandIn(StandIn):
+    """The stand-in, whose `/_calls` also says what each call carried: its content and its files
+    (name, size, and the pixel size of a PNG), so the benchmark can check what the bot uploaded."""
+
+    async def _list_calls(self, request: web.Request) -> web.Response:
+        def described(file) -> dict:
+            width = height = None
+            if file.data[:8] == PNG_SIGNATURE:
+                width, height = struct.unpack(">II", file.data[16:24])  # the IHDR chunk
+            return {"filename": file.filename, "size": len(file.data), "width": width, "height": height}
+
+        calls = [
+            {
+                "kind": c.kind,
+                "token": c.token,
+                "at": c.at,
+                "type": c.payload.get("type"),
+                "content": c.content,
+                "files": [described(f) for f in c.files],
+            }
+            for c in self.calls
+        ]
+        return web.json_response(calls)
+
+
+def serve_standin(ports: multiprocessing.Queue) -> None:
+    """The stand-in for Discord, in its own process: Discord's servers do not share the bot's CPU."""
+
+    async def serve() -> None:
+        standin = ListingStandIn()
+        await standin.start()
+        ports.put(standin.port)
+        await asyncio.Event().wait()
+
+    asyncio.run(serve())
+
+
 async def timed_job(dispatcher, session_factory, job) -> float:
     started = time.perf_counter()
     await record(session_factory, job)
@@ -64,6 +120,28 @@ async def timed_job(dispatcher, session_factory, job) -> float:
     elapsed = time.perf_counter() - started
     assert isinstance(result, JobDone), result
     return elapsed
+
+
+async def timed_bot(bot: StylecodesBot, payload: dict, http: aiohttp.ClientSession, base: str) -> tuple[float, list]:
+    """(seconds from the interaction received to the stand-in receiving the image, the edits in between)."""
+    token = payload["token"]
+    started = time.monotonic()
+    bot._connection.parse_interaction_create(payload)
+    deadline = started + 60
+    while not bot._background:  # the command handler spawns the job's follower once the job is queued
+        if time.monotonic() > deadline:
+            raise TimeoutError("the bot queued no job for the /imagine within 60 s (see the log)")
+        await asyncio.sleep(0.005)
+    await bot.wait_idle()  # the follower ends after the final edit has been answered
+    async with http.get(f"{base}/_calls") as reply:
+        calls = [c for c in await reply.json() if c["token"] == token]
+    edits = [c for c in calls if c["kind"] == "edit_original"]
+    final = [c for c in edits if c["files"]]
+    kinds = [c["kind"] for c in calls]
+    assert kinds[0] == "callback" and calls[0]["type"] == 5, f"/imagine was not deferred first: {kinds}"
+    assert len(final) == 1 and final[0] is edits[-1], f"expected one final edit with the image, got {calls}"
+    assert set(kinds) <= {"callback", "edit_original"}, f"unexpected calls: {kinds}"
+    return final[0]["at"] - started, edits
 
 
 async def main() -> None:
@@ -94,16 +172,35 @@ async def main() -> None:
         )
         worker_task = asyncio.create_task(worker.run())
 
+    # The bot: its own stand-in process, the embedded dispatcher above, the production progress interval.
+    ports: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()
+    server = multiprocessing.get_context("spawn").Process(target=serve_standin, args=(ports,), daemon=True)
+    server.start()
+    base = f"http://127.0.0.1:{ports.get(timeout=60)}"
+    discord.http.Route.BASE = f"{base}/api/v10"
+    settings = Settings(_env_file=None, model_version=0, image_size=args.size)
+    http = aiohttp.ClientSession()
+    bot = StylecodesBot(BotResources(settings, session_factory, local, http))
+    await bot.login("bench-token")
+    await bot.wait_idle()  # the start-up recovery of unfinished jobs (none)
+    payloads = Payloads(bot.tree, StandIn())  # builds payloads only; the server runs in the other process
+
     def job(index: int):
         return imagine_job(7, index, size=args.size, steps=args.steps)
+
+    def interaction(index: int) -> dict:
+        r = job(index).requests[0]
+        options = dict(prompt=r.prompt, code=r.style.canonical, seed=r.seed, steps=r.steps)
+        return payloads.command("imagine", **options, strength=r.strength, guidance=r.guidance_scale)
 
     for index in range(3):  # warm-up: model, SQLite file, connections
         engine.generate(job(index).requests)
         await timed_job(local, session_factory, job(index))
         if redis_bot is not None:
             await timed_job(redis_bot, session_factory, job(index))
+        await timed_bot(bot, interaction(index), http, base)
 
-    direct, local_times, redis_times = [], [], []
+    direct, local_times, redis_times, bot_times, bot_edits = [], [], [], [], []
     for index in range(args.rounds):
         started = time.perf_counter()
         engine.generate(job(index).requests)
@@ -111,22 +208,39 @@ async def main() -> None:
         local_times.append(await timed_job(local, session_factory, job(index)))
         if redis_bot is not None:
             redis_times.append(await timed_job(redis_bot, session_factory, job(index)))
+        elapsed, edits = await timed_bot(bot, interaction(index), http, base)
+        bot_times.append(elapsed)
+        bot_edits.append(edits)
 
     print(f"machine: {machine()}; load average {os.getloadavg()[0]:.2f}")
     print(f"demo model, 1 image of {args.size} px, {args.steps} steps, {args.rounds} rounds (medians)")
     print(f"direct engine call:  {median(direct) * 1000:8.1f} ms")
-    rows = [("local", local_times)] + ([("redis", redis_times)] if redis_times else [])
+    rows = [("local", local_times)] + ([("redis", redis_times)] if redis_times else []) + [("bot", bot_times)]
     for name, times in rows:
         differences = sorted((t - d) * 1000 for t, d in zip(times, direct, strict=True))
         overhead, p90 = median(differences), differences[int(0.9 * (len(differences) - 1))]
+        label = name + (" (front end)" if name == "bot" else " dispatch") + ":"
         print(
-            f"{name + ' dispatch:':<20} {median(times) * 1000:8.1f} ms   overhead median {overhead:6.1f} ms, "
+            f"{label:<20} {median(times) * 1000:8.1f} ms   overhead median {overhead:6.1f} ms, "
             f"p90 {p90:6.1f} ms ({median(times) / median(direct):.2f}x direct)   "
             f"target <= 50 ms: {'met' if overhead <= 50 else 'MISSED'}"
         )
     if redis_server is None:
         print("redis dispatch: skipped (no redis-server binary)")
+    contents = sorted({c["content"] for edits in bot_edits for c in edits if not c["files"]})
+    between = [len(edits) - 1 for edits in bot_edits]  # edits of the original response before the final one
+    image = bot_edits[-1][-1]["files"][0]
+    print(
+        f"bot: {sum(between)} edits before the final one in {args.rounds} jobs "
+        f"({max(between)} at most per job; texts: {contents}), so "
+        f"{sum(n - 1 for n in between)} progress edits beyond the 'Queued' edit; "
+        f"final edit uploads {image['filename']} ({image['width']}x{image['height']}, {image['size']} bytes)"
+    )
 
+    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
+    await bot.close()
+    await http.close()
+    server.terminate()
     await local.close()
     if worker_task is not None:
         worker.stop()
