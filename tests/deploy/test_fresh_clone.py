@@ -84,3 +84,35 @@ def test_migrations_are_in_the_clone(clean_clone):
     versions = sorted(p.name for p in (clean_clone / "alembic" / "versions").glob("*.py"))
     assert versions == sorted(p.name for p in (ROOT / "alembic" / "versions").glob("*.py"))
     assert (clean_clone / "alembic.ini").is_file() and (clean_clone / "alembic" / "env.py").is_file()
+
+
+def readme_first_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, flags=re.DOTALL).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+def test_readme_first_command_installs_then_runs_the_bot_and_second_runs_the_tests():
+    first, second = readme_first_commands()[:2]
+    install, run = (part.strip() for part in first.split("&&"))
+    assert install == "python3 -m pip install -e '.[test]'"
+    assert run == "python3 -m bot"
+    assert second == readme_test_command()
+
+
+def test_readme_first_command_without_a_token_explains_how_to_get_one(tmp_path):
+    run = readme_first_commands()[0].split("&&")[1].split()
+    env = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("STYLECODES_")}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable if run[0] == "python3" else run[0], *run[1:]],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "DISCORD_TOKEN is not set" in result.stderr
+    assert "https://discord.com/developers/applications" in result.stderr
+    assert "Traceback" not in result.stderr
