@@ -197,4 +197,5 @@ def create_bot(resources: BotResources) -> StylecodesBot:
         return StylecodesBot(resources)
     if shards < 0:
         return ShardedStylecodesBot(resources)  # Discord recommends the count
-    return ShardedStylecodesBot(resources, shard_count=shards)
+    shard_ids = resources.settings.shard_ids or None  # None = every shard, in this one process
+    return ShardedStylecodesBot(resources, shard_count=shards, shard_ids=shard_ids)

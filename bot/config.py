@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     # 0 = one connection. Above 0 the bot runs as an AutoShardedBot with that many shards; -1 lets
     # Discord pick the count (what large bots want).
     shard_count: int = 0
+    # With shard_count > 0: the shards this process runs, e.g. `0,1` in one bot and `2,3` in another, so
+    # several bot processes share the load. Empty = all of them.
+    shard_ids: Annotated[list[int], NoDecode] = Field(default_factory=list)
     # Guild to copy the global commands to when syncing by hand (`python -m bot --sync`): guild
     # commands update instantly, global ones take up to an hour.
     dev_guild_id: int | None = None
@@ -79,10 +82,10 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("served_versions", mode="before")
+    @field_validator("served_versions", "shard_ids", mode="before")
     @classmethod
-    def _split_versions(cls, value: object) -> object:
-        # `STYLECODES_SERVED_VERSIONS=0,1` (or `[0, 1]`).
+    def _split_numbers(cls, value: object) -> object:
+        # `STYLECODES_SERVED_VERSIONS=0,1` (or `[0, 1]`); the same for STYLECODES_SHARD_IDS.
         if isinstance(value, str):
             return [int(part) for part in value.strip(" []").replace(" ", "").split(",") if part]
         if isinstance(value, int):
@@ -91,6 +94,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_versions(self) -> Settings:
+        if self.shard_ids and not all(0 <= shard < self.shard_count for shard in self.shard_ids):
+            raise ValueError(
+                f"STYLECODES_SHARD_IDS={self.shard_ids} needs STYLECODES_SHARD_COUNT above every id "
+                f"(got {self.shard_count}); e.g. SHARD_COUNT=4 with SHARD_IDS=0,1 in one bot and 2,3 in another"
+            )
         for version in [self.model_version, *self.served_versions]:
             if version not in KNOWN_VERSIONS:
                 known = ", ".join(str(v) for v in KNOWN_VERSIONS)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import discord
+import pytest
 from discord.ext import commands
 
 from bot.app import EXTENSIONS, ShardedStylecodesBot, StylecodesBot, create_bot
+from bot.config import Settings
 from bot.views import DYNAMIC_ITEMS
 from tests.bot.frontend.conftest import make_settings
 
@@ -84,3 +86,14 @@ def test_sharding_is_chosen_by_settings():
     bot = create_bot(resources)  # type: ignore[arg-type]
     assert isinstance(bot, ShardedStylecodesBot) and isinstance(bot, commands.AutoShardedBot)
     assert bot.shard_count == 2
+    resources.settings = make_settings(shard_count=4, shard_ids=[2, 3])  # the second of two bot processes
+    bot = create_bot(resources)  # type: ignore[arg-type]
+    assert (bot.shard_count, bot.shard_ids) == (4, [2, 3])
+
+
+@pytest.mark.parametrize(("count", "ids"), [(0, "0"), (2, "1,2"), (4, "-1")])
+def test_shard_ids_outside_the_shard_count_are_refused(monkeypatch, count, ids):
+    monkeypatch.setenv("STYLECODES_SHARD_COUNT", str(count))
+    monkeypatch.setenv("STYLECODES_SHARD_IDS", ids)
+    with pytest.raises(ValueError, match="needs STYLECODES_SHARD_COUNT above every id"):
+        Settings(_env_file=None)
