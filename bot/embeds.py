@@ -14,7 +14,6 @@ from stylecodes.codec import LATENT_DIM, MAX_LEVEL, StyleCode
 BRAND = discord.Colour(0x7B5CFF)
 ERROR = discord.Colour(0xE5484D)
 THUMBNAIL_SIZE = 160  # px, longest side of the source-image thumbnail on an encode reply
-PREVIEW_SIZE = 128  # px, longest side of the progress preview
 
 
 def code_block(code: StyleCode | str) -> str:

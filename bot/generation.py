@@ -22,6 +22,7 @@ from bot import embeds
 from bot.attachments import download
 from bot.errors import UserError
 from bot.jobs import (
+    MAX_SEED,
     EncodeJob,
     EncodeResult,
     ImagineJob,
@@ -33,6 +34,7 @@ from bot.jobs import (
     JobStarted,
     PreviewJob,
     PreviewResult,
+    consecutive_seeds,
     new_job_id,
 )
 from registry.guild_settings import DEFAULTS as GUILD_DEFAULTS
@@ -46,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1
 VARIATIONS = 4  # images the Variations button makes
 
 
@@ -144,7 +145,6 @@ class Generations:
         options: ImagineOptions,
         *,
         style: ResolvedStyle | None = None,
-        seeds: list[int] | None = None,
     ) -> str:
         """Queue a generation for an interaction that is already deferred; returns the job id.
 
@@ -161,9 +161,8 @@ class Generations:
             defaults = await self._guild_settings(session, guild_id)
             strength = defaults.default_strength if options.strength is None else options.strength
             steps = defaults.default_steps if options.steps is None else options.steps
-            if seeds is None:
-                first = random.randint(0, MAX_SEED) if options.seed is None else options.seed
-                seeds = [(first + i) % (MAX_SEED + 1) for i in range(options.count)]
+            first = random.randint(0, MAX_SEED) if options.seed is None else options.seed
+            seeds = consecutive_seeds(first, options.count)
             version = style.code.version if style is not None else settings.model_version
             requests = [
                 GenerationRequest(
@@ -222,7 +221,7 @@ class Generations:
         self.bot.spawn(self._follow(interaction, handle, summary, spoiler_ok), name=f"job-{job.job_id}")
         return job.job_id
 
-    async def options_from_job(self, job_id: str) -> tuple[ImagineOptions, ResolvedStyle | None, list[int]]:
+    async def options_from_job(self, job_id: str) -> tuple[ImagineOptions, ResolvedStyle | None]:
         """The options a finished job was made with (for Reroll and Variations)."""
         async with self._resources.session_factory() as session:
             usage = await registry.get_usage(session, job_id)
@@ -243,19 +242,17 @@ class Generations:
             style = ResolvedStyle(parse_code(revision.code), revision.reference, revision.id, revision.style_id)
         elif usage.code is not None:
             style = ResolvedStyle(parse_code(usage.code), usage.code)
-        return options, style, [usage.seed + i for i in range(usage.count)]
+        return options, style
 
     async def reroll(self, interaction: discord.Interaction, job_id: str) -> str:
-        options, style, seeds = await self.options_from_job(job_id)
-        new_seeds = [random.randint(0, MAX_SEED) for _ in seeds]
-        return await self.imagine(interaction, options, style=style, seeds=new_seeds)
+        options, style = await self.options_from_job(job_id)
+        return await self.imagine(interaction, replace(options, seed=None), style=style)  # a fresh random seed
 
     async def variations(self, interaction: discord.Interaction, job_id: str) -> str:
         """The next seeds after the job's own: the same prompt and style, a fresh set of compositions."""
-        options, style, seeds = await self.options_from_job(job_id)
-        start = seeds[-1] + 1
-        new_seeds = [(start + i) % (MAX_SEED + 1) for i in range(VARIATIONS)]
-        return await self.imagine(interaction, replace(options, count=VARIATIONS), style=style, seeds=new_seeds)
+        options, style = await self.options_from_job(job_id)
+        (next_seed,) = consecutive_seeds(options.seed + options.count, 1)
+        return await self.imagine(interaction, replace(options, seed=next_seed, count=VARIATIONS), style=style)
 
     async def _follow(
         self,
@@ -417,7 +414,7 @@ class Generations:
             prompt=usage.prompt,
             style_label=usage.code,
             code=None if usage.code is None else parse_code(usage.code),
-            seeds=[usage.seed + i for i in range(usage.count)],
+            seeds=consecutive_seeds(usage.seed, usage.count),
             strength=usage.strength,
             steps=usage.steps,
             guidance_scale=usage.guidance_scale,

@@ -28,6 +28,19 @@ if TYPE_CHECKING:  # the engine module imports torch; only the worker side needs
 
 job_log = logging.getLogger("bot.jobs")
 
+# Seeds the bot hands out and accepts (a Discord integer option that is easy to copy).
+MAX_SEED = 2**32 - 1
+
+
+def consecutive_seeds(first: int, count: int) -> list[int]:
+    """A job's seeds: `first` and the ones after it, wrapping past MAX_SEED.
+
+    A usage row keeps only the first seed and the count, so every job's seeds follow this one rule:
+    restart recovery and the result message rebuild them from the row.
+    """
+    return [(first + offset) % (MAX_SEED + 1) for offset in range(count)]
+
+
 # The paper's preview prompts, rendered with fixed seeds so two previews of one code are comparable.
 PREVIEW_PROMPTS: tuple[str, ...] = ("a close up man", "a woman portrait", "a cow", "a bottle on a desk")
 PREVIEW_SEEDS: tuple[int, ...] = (0, 1, 2, 3)

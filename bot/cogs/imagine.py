@@ -11,7 +11,8 @@ from discord.ext import commands
 from bot.attachments import check_attachment
 from bot.cogs.styles import style_autocomplete
 from bot.errors import UserError, defer_with_placeholder
-from bot.generation import MAX_SEED, ImagineOptions, ResolvedStyle
+from bot.generation import ImagineOptions, ResolvedStyle
+from bot.jobs import MAX_SEED
 
 if TYPE_CHECKING:
     from bot.app import StylecodesBot

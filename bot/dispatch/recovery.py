@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.dispatch.base import Dispatcher, JobHandle
-from bot.jobs import ImagineJob, JobRejectedError, log_job_event
+from bot.jobs import ImagineJob, JobRejectedError, consecutive_seeds, log_job_event
 
 if TYPE_CHECKING:
     from registry.models import Usage
@@ -53,7 +53,7 @@ def job_from_usage(usage: Usage) -> ImagineJob:
     requests = [
         GenerationRequest(
             prompt=usage.prompt,
-            seed=usage.seed + index,
+            seed=seed,
             negative_prompt=usage.negative_prompt or "",
             style=style,
             strength=usage.strength,
@@ -62,7 +62,7 @@ def job_from_usage(usage: Usage) -> ImagineJob:
             width=usage.width,
             height=usage.height,
         )
-        for index in range(max(1, usage.count))
+        for seed in consecutive_seeds(usage.seed, max(1, usage.count))
     ]
     return ImagineJob(
         job_id=usage.job_id,

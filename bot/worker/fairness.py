@@ -23,21 +23,8 @@ class FairQueue:
     def __len__(self) -> int:
         return sum(len(jobs) for jobs in self._by_user.values())
 
-    def __contains__(self, job_id: str) -> bool:
-        return any(job.job_id == job_id for jobs in self._by_user.values() for job in jobs)
-
     def jobs(self) -> list[Job]:
         return [job for jobs in self._by_user.values() for job in jobs]
-
-    def remove(self, job_id: str) -> Job | None:
-        for user_id, jobs in self._by_user.items():
-            for job in jobs:
-                if job.job_id == job_id:
-                    jobs.remove(job)
-                    if not jobs:
-                        del self._by_user[user_id]
-                    return job
-        return None
 
     def pop_batch(self, max_samples: int) -> list[Job]:
         """The next batch (empty when nothing waits). A lone job larger than `max_samples` runs alone."""

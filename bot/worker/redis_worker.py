@@ -34,10 +34,10 @@ from bot.dispatch.redis_streams import (
     RedisKeys,
     encode_event,
 )
-from bot.jobs import ImagineJob, Job, JobEvent, JobFailed, JobStarted, job_from_dict, log_job_event
+from bot.jobs import Job, JobEvent, JobFailed, JobStarted, job_from_dict, log_job_event
 from bot.worker.fairness import FairQueue
 from bot.worker.models import ModelCache
-from bot.worker.runner import FINISHED_STATUSES, BatchRunner, Outcome, advance_usage, record_outcome
+from bot.worker.runner import FINISHED_STATUSES, BatchRunner, Outcome, record_outcome
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +267,7 @@ class RedisWorker:
         record_outcome(outcome.job, outcome.event)
 
     async def _fail_outside_batch(self, delivery: Delivery, event: JobFailed) -> None:
-        if isinstance(delivery.job, ImagineJob):
-            await advance_usage(self.session_factory, delivery.job.job_id, "failed", error=event.reason)
+        await self._runner.store(Outcome(delivery.job, event))
         await self._ack(delivery, event)
         record_outcome(delivery.job, event)
 

@@ -1,9 +1,9 @@
 """Runs one batch of compatible jobs through the engine and turns the outcome into job events.
 
-Both transports use it: `run(batch)` marks the jobs started, calls the engine once on the engine
-thread (never on the event loop), publishes throttled progress, and returns one terminal event per
-job; `finish(job, event)` then stores the result (registry usage row, revision preview) and publishes
-it. The transport decides what happens after that (the Redis worker XACKs only after `finish`).
+Both transports use it: `run(batch)` calls the engine once on the engine thread (never on the event
+loop), publishes throttled progress, and returns one terminal `Outcome` per job; `store(outcome)` then
+persists it (registry usage row, revision preview). The transport publishes the outcome after that
+(the Redis worker XACKs only after `store`).
 """
 
 from __future__ import annotations
@@ -245,12 +245,6 @@ class BatchRunner:
                 await advance_usage(self.session_factory, job.job_id, "done")
             else:
                 await advance_usage(self.session_factory, job.job_id, "failed", error=event.reason)
-
-    async def announce(self, outcome: Outcome) -> None:
-        """Publish the terminal event, count it, log it."""
-        job, event = outcome.job, outcome.event
-        await self.publish(job, event)
-        record_outcome(job, event)
 
 
 FINISHED_STATUSES = ("done", "failed", "cancelled")

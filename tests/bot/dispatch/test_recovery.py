@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bot.dispatch.base import DispatchLimits
@@ -101,3 +103,18 @@ async def test_unserved_version_after_restart_is_failed_with_reason(dispatcher, 
     assert report.failed == ["a" * 32]
     assert "version 1 are not served here" in notified[0]
     assert (await usage(session_factory, "a" * 32)).status == "failed"
+
+
+async def test_seeds_that_wrap_past_the_largest_seed_are_rebuilt_as_they_were_queued(session_factory):
+    from bot.dispatch.recovery import job_from_usage
+    from bot.jobs import MAX_SEED, consecutive_seeds
+    from registry.usage import get_usage
+
+    seeds = consecutive_seeds(MAX_SEED, 2)
+    assert seeds == [MAX_SEED, 0]
+    job = imagine_job(ALICE, count=2, seed=MAX_SEED)
+    job.requests = [dataclasses.replace(request, seed=seed) for request, seed in zip(job.requests, seeds, strict=True)]
+    await record(session_factory, job)
+    async with session_factory() as session:
+        rebuilt = job_from_usage(await get_usage(session, job.job_id))
+    assert [request.seed for request in rebuilt.requests] == seeds

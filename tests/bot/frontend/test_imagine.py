@@ -180,6 +180,23 @@ async def test_reroll_variations_and_save_style_buttons(harness, session_factory
     assert revision.code == CODE and revision.style.tag_list == ["sea", "boat"]
 
 
+async def test_reroll_of_several_images_keeps_consecutive_seeds_that_recovery_can_rebuild(harness, session_factory):
+    from bot.dispatch.recovery import job_from_usage
+    from bot.jobs import MAX_SEED
+
+    token = harness.send(harness.payloads.command("imagine", prompt="boat", code=CODE, steps=2, seed=100, count=2))
+    final = await harness.final_edit(token)
+    rerolled = await harness.final_edit(harness.send(harness.payloads.click(final, "Reroll")))
+    first, second = (int(seed) for seed in fields(rerolled)["Seeds"].split(", "))
+    assert second == (first + 1) % (MAX_SEED + 1) and first != 100
+    async with session_factory() as session:
+        usages = await registry.unfinished_usages(session)  # none: both jobs finished
+        assert usages == []
+        rows = (await session.scalars(select(registry.Usage).order_by(registry.Usage.id))).all()
+    rebuilt = job_from_usage(rows[-1])  # what a restart would run for the rerolled job
+    assert [request.seed for request in rebuilt.requests] == [first, second]
+
+
 async def test_delete_button_is_for_the_requester_or_a_moderator(harness):
     token = harness.send(harness.payloads.command("imagine", prompt="p", code=CODE, steps=2))
     final = await harness.final_edit(token)
