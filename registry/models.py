@@ -41,7 +41,6 @@ NAMING_CONVENTION = {
 
 Visibility = Literal["public", "guild", "private"]
 VISIBILITIES: tuple[str, ...] = ("public", "guild", "private")
-UsageStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 USAGE_STATUSES: tuple[str, ...] = ("queued", "running", "done", "failed", "cancelled")
 UNFINISHED_STATUSES: tuple[str, ...] = ("queued", "running")
 
@@ -134,10 +133,6 @@ class Style(Base):
     @property
     def tag_list(self) -> list[str]:
         return self.tags.split()
-
-    @property
-    def is_deleted(self) -> bool:
-        return self.deleted_at is not None
 
 
 class StyleTag(Base):

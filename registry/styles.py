@@ -228,14 +228,15 @@ async def add_revision(
     note = check_note(note)
     async with atomic(session):
         style = await _owned_style(session, name, user_id=user_id, action="add a revision to")
+        now = utcnow()
         # Taking the next number with one UPDATE ... RETURNING serialises concurrent revisions.
         number = await session.scalar(
             update(Style)
             .where(Style.id == style.id)
-            .values(head_number=Style.head_number + 1, version=style_code.version, updated_at=utcnow())
+            .values(head_number=Style.head_number + 1, version=style_code.version, updated_at=now)
             .returning(Style.head_number)
         )
-        revision = _new_revision(style, number, style_code, user_id, note, utcnow())
+        revision = _new_revision(style, number, style_code, user_id, note, now)
         session.add(revision)
         await session.flush()
     return await _load_revision(session, revision.id)
@@ -406,7 +407,7 @@ async def list_revisions(
 async def toggle_favourite(session: AsyncSession, name: str, *, user_id: int, guild_id: int | None) -> bool:
     """Favourite the style, or un-favourite it if it already was. Returns whether it is now a favourite."""
     async with atomic(session):
-        style = (await resolve_reference(session, name, user_id=user_id, guild_id=guild_id)).style
+        style = await get_style(session, name, user_id=user_id, guild_id=guild_id)
         removed = await session.execute(
             delete(Favourite).where(Favourite.user_id == user_id, Favourite.style_id == style.id)
         )

@@ -15,6 +15,7 @@ import registry
 from bot import embeds
 from bot.errors import UserError
 from bot.views import browse_view, encode_view, open_style_view
+from registry.models import Visibility
 from stylecodes.codec import random_code
 
 if TYPE_CHECKING:
@@ -193,7 +194,6 @@ async def style_autocomplete(interaction: discord.Interaction, current: str) -> 
     return choices[:25]
 
 
-Visibility = Literal["public", "guild", "private"]
 Sort = Literal["new", "popular", "trending", "favourites"]
 
 
