@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stylecodes.codec import KNOWN_VERSIONS, StyleCode, mix, parse_code, random_code
+from stylecodes.codec import KNOWN_VERSIONS, LEGACY_VERSION, StyleCode, mix, parse_code, random_code
 from stylecodes.hub import ModelLoadError
 from stylecodes.images import ImageError, load_image
 from stylecodes.versions import DEFAULT_VERSION, DEMO_NOTICE, DEMO_VERSION, UnservedVersionError, get_spec
@@ -185,7 +185,8 @@ def _decode(args: argparse.Namespace) -> int:
     _check_version_option(args, code)
     print(f"version:   {code.version} ({KNOWN_VERSIONS[code.version]})")
     print(f"canonical: {code.canonical}")
-    print(f"legacy:    {code.legacy if code.version == 1 else '(none: only version-1 codes have a legacy form)'}")
+    no_legacy = f"(none: only version-{LEGACY_VERSION} codes have a legacy form)"
+    print(f"legacy:    {code.legacy if code.version == LEGACY_VERSION else no_legacy}")
     print(f"levels:    {' '.join(str(level) for level in code.levels)}")
     return 0
 

@@ -24,7 +24,7 @@ from stylecodes import hub
 from stylecodes.checkpoint import load_control_weights
 from stylecodes.codec import StyleCode
 from stylecodes.control import StyleCodesControlModel
-from stylecodes.image_encoder import StyleImageEncoder, load_vision_model
+from stylecodes.image_encoder import load_vision_model
 from stylecodes.pipeline import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_STEPS,
@@ -142,8 +142,7 @@ class StyleEngine:
 
     def encode(self, images: Sequence[PIL.Image.Image]) -> list[StyleCode]:
         """Stylecodes of this version for `images` (RGB PIL images from `stylecodes.images.load_image`), batched."""
-        autoencoder = self.pipeline.control_model.autoencoder
-        return StyleImageEncoder(self.pipeline.image_encoder, autoencoder, version=self.version).encode(images)
+        return self.pipeline.style_image_encoder().encode(images)
 
     def generate(
         self, requests: Sequence[GenerationRequest], on_step: StepCallback | None = None

@@ -196,13 +196,6 @@ def _read_prefixed(path: Path, prefix: str) -> dict[str, Tensor]:
                 return {key: file.get_tensor(key) for key in file.keys() if key.startswith(prefix)}
         except (SafetensorError, OSError) as exc:
             raise checkpoint.CheckpointError(f"Could not read {path}: {exc}. Download or convert it again.") from exc
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:
-        # Not memory-mappable (legacy format) or not loadable at all: the full loader reads it or says what is wrong.
-        loaded = checkpoint.load_state_dict(path)
-    if isinstance(loaded, dict) and isinstance(loaded.get(checkpoint.WRAPPER_KEY), dict):
-        loaded = loaded[checkpoint.WRAPPER_KEY]
-    if not isinstance(loaded, dict):
-        return checkpoint.load_state_dict(path)  # raises its clear "not a state dict" error
-    return {key: value.clone() for key, value in loaded.items() if isinstance(key, str) and key.startswith(prefix)}
+    # The loader memory-maps zip pickles, so only the autoencoder's tensors are read into memory (cloned).
+    loaded = checkpoint.load_state_dict(path)
+    return {key: value.clone() for key, value in loaded.items() if key.startswith(prefix)}

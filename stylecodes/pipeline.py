@@ -27,7 +27,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, SiglipVisionModel
 
-from stylecodes.codec import LATENT_DIM, StyleCode, code_from_latent, parse_code
+from stylecodes.codec import LATENT_DIM, StyleCode, parse_code
 from stylecodes.control import StyleCodesControlModel
 from stylecodes.image_encoder import StyleImageEncoder
 from stylecodes.versions import UnservedVersionError
@@ -259,14 +259,16 @@ class StyleCodesPipeline(DiffusionPipeline):
                     f"got {type(style).__name__}."
                 )
         if images:
-            if self.image_encoder is None:
-                raise ValueError("`style` images need the SigLIP `image_encoder`; this pipeline was built without one.")
-            encoder = StyleImageEncoder(self.image_encoder, self.control_model.autoencoder, version=self.model_version)
-            latents = encoder.encode_latents([image for _, image in images])  # (M, 20)
-            for (sample, _), latent in zip(images, latents, strict=True):
-                code = code_from_latent(latent.numpy(), self.model_version)  # through the 6-bit code, as published
+            codes = self.style_image_encoder().encode([image for _, image in images])  # through the 6-bit code
+            for (sample, _), code in zip(images, codes, strict=True):
                 sample.code, sample.style_source = code, "image"
                 sample.latent = torch.from_numpy(code.latent())
+
+    def style_image_encoder(self) -> StyleImageEncoder:
+        """SigLIP + the control module's autoencoder: images -> codes of this pipeline's version."""
+        if self.image_encoder is None:
+            raise ValueError("`style` images need the SigLIP `image_encoder`; this pipeline was built without one.")
+        return StyleImageEncoder(self.image_encoder, self.control_model.autoencoder, version=self.model_version)
 
     def _style_maps(
         self, samples: list[_Sample], sample_size: tuple[int, int], device: torch.device, dtype: torch.dtype, cfg: bool

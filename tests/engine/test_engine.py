@@ -122,3 +122,11 @@ def test_published_style_engine_has_a_safety_checker(published_files, monkeypatc
     assert isinstance(result.nsfw, bool)
     assert not any("not meaningful" in warning for warning in result.warnings)
     assert result.metadata["base_model"] == str(published_files.base_folder)
+
+
+def test_encoding_without_an_image_encoder_says_so(demo_engine, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(demo_engine.pipeline, "image_encoder", None)
+    with pytest.raises(ValueError, match="need the SigLIP `image_encoder`; this pipeline was built without one"):
+        demo_engine.encode([Image.new("RGB", (32, 32), "white")])
