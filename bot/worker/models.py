@@ -20,6 +20,7 @@ def default_engine_loader(device: str, dtype: str) -> EngineLoader:
 
     def load(version: int) -> Any:
         import torch
+
         from stylecodes.engine import StyleEngine
 
         return StyleEngine.load(version, device=device, dtype=getattr(torch, dtype))
