@@ -7,6 +7,7 @@ style (plain SD1.5 UNet path, the baseline) for the ratio. Target (issue 2): <= 
 
     python bench/bench_gpu_pipeline.py --dtypes fp16 bf16 --batches 1 4 8
     python bench/bench_gpu_pipeline.py --channels-last --compile default
+    python bench/bench_gpu_pipeline.py --check-syncs --batches 2 --repeats 1   # no host sync inside a styled step
     python bench/bench_gpu_pipeline.py --dry-run      # CPU, demo model, tiny sizes: checks the harness only
 """
 
@@ -133,6 +134,30 @@ def time_generation(pipe: StyleCodesPipeline, settings: Settings, batch: int, st
     return statistics.median(timings), peak
 
 
+def check_no_syncs_per_step(pipe: StyleCodesPipeline, settings: Settings) -> None:
+    """One styled generation with every control-module step under CUDA's sync debug mode "error": a step that waits
+    for the GPU (a value read back, a blocking copy from the host) raises instead of silently stalling the queue.
+    Run it after a warm-up, which fills the module's small index caches (building those is a copy from the host)."""
+    forward = pipe.control_model.forward
+
+    def strict_forward(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    pipe.control_model.forward = strict_forward
+    try:
+        code = random_code(settings.model_version, np.random.default_rng(0))
+        size = {"width": settings.size, "height": settings.size}
+        # one unstyled sample, so that the gather/scatter of the styled rows runs too
+        pipe(["a"] * 2, style=[code, None], seed=[0, 1], num_inference_steps=2, **size)
+    finally:
+        pipe.control_model.forward = forward
+    print("styled steps: no host synchronisation (CUDA sync debug mode 'error' raised nothing)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=["fp16", "bf16"])
@@ -144,6 +169,11 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", choices=["none", "default", "reduce-overhead", "max-autotune"], default="none")
     parser.add_argument("--no-baseline", action="store_true", help="skip the unstyled (plain UNet) runs")
+    parser.add_argument(
+        "--check-syncs",
+        action="store_true",
+        help="after the first timed run, check that styled steps never sync (without --compile: compiling would)",
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="demo model on the CPU at 64 px, 2 steps: checks the harness, no numbers"
     )
@@ -176,6 +206,9 @@ def main() -> None:
         pipe.to(settings.device, DTYPES[dtype_name])
         for batch in settings.batches:
             styled, peak = time_generation(pipe, settings, batch, styled=True)
+            if args.check_syncs and settings.device.type == "cuda":
+                check_no_syncs_per_step(pipe, settings)
+                args.check_syncs = False  # once is enough
             if args.no_baseline:
                 print(f"| {dtype_name} | {batch} | {styled:.3f} | {peak:.1f} | - | - |")
                 continue

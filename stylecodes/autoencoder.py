@@ -93,7 +93,7 @@ class StyleAutoencoder(ModelMixin, ConfigMixin):
 
     def decode(self, latent: Tensor, height: int, width: int) -> Tensor:
         """(B, latent_dim) style latent -> (B, output_dim, height, width) style map (row-major positions)."""
-        self._check_latent(latent)
+        self.check_latent(latent)
         if height < 1 or width < 1 or height * width > self.config.max_len:
             raise ValueError(
                 f"`height` x `width` must be between 1 and {self.config.max_len} positions, got {height} x {width}."
@@ -122,9 +122,10 @@ class StyleAutoencoder(ModelMixin, ConfigMixin):
                 f"`hidden_states` must have 1..{self.config.max_len} tokens, got {hidden_states.shape[1]}."
             )
 
-    def _check_latent(self, latent: Tensor) -> None:
+    def check_latent(self, latent: Tensor) -> None:
+        """Raise ValueError naming `latent` unless it is a (batch, latent_dim) tensor."""
         if not isinstance(latent, Tensor) or latent.ndim != 2 or latent.shape[1] != self.config.latent_dim:
             raise ValueError(
-                f"`latent` must be a (batch, {self.config.latent_dim}) tensor, got "
-                f"{tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__}."
+                f"`latent` must be a (batch, {self.config.latent_dim}) torch tensor (torch.from_numpy converts a "
+                f"numpy array), got {tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__}."
             )

@@ -21,6 +21,8 @@ from torch import Tensor, nn
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 SAFETENSORS_SUFFIX = ".safetensors"
 WRAPPER_KEY = "controlnet"  # the published pickle nests the state dict under this key
+# The control module's three parts, as its state dict names them: every tensor of a checkpoint is in one of them.
+CONTROL_PREFIXES = ("sref_autoencoder.", "control_model.", "middle_block_out.")
 _LISTED_KEYS = 5  # how many missing/unexpected keys an error message names
 
 
@@ -80,14 +82,42 @@ def check_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor], *, sour
         )
 
 
-def convert_to_safetensors(src: str | Path, dst: str | Path) -> Path:
-    """Convert a `.bin` checkpoint (published layout or bare state dict) to `.safetensors`; returns `dst`."""
+def check_control_parts(state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """Raise `CheckpointError` unless every tensor belongs to one of the control module's parts and each part is there.
+
+    The exact names and shapes depend on the base UNet (`check_state_dict` checks them against a built module); this
+    needs no module and tells a StyleCodes checkpoint from any other tensor file.
+    """
+    parts = ", ".join(f"`{prefix}*`" for prefix in CONTROL_PREFIXES)
+    foreign = [key for key in state_dict if not key.startswith(CONTROL_PREFIXES)]
+    if foreign:
+        raise CheckpointError(
+            f"{source} is not a StyleCodes control checkpoint: {len(foreign)} of its {len(state_dict)} tensors are "
+            f"outside the module's parts ({parts}), e.g. {_some(foreign)}."
+        )
+    missing = [f"`{prefix}*`" for prefix in CONTROL_PREFIXES if not any(key.startswith(prefix) for key in state_dict)]
+    if missing:
+        raise CheckpointError(
+            f"{source} is not a complete StyleCodes control checkpoint: it has no {', '.join(missing)} tensors "
+            f"(a full one has {parts})."
+        )
+
+
+def convert_to_safetensors(src: str | Path, dst: str | Path, *, expected: nn.Module | None = None) -> Path:
+    """Convert a `.bin` checkpoint (published layout or bare state dict) to `.safetensors`; returns `dst`.
+
+    Nothing is written unless the file is a StyleCodes control checkpoint (`check_control_parts`) and, when
+    `expected` is given (e.g. the module built on the meta device), has exactly its keys and shapes.
+    """
     src, dst = Path(src), Path(dst)
     if dst.suffix.lower() != SAFETENSORS_SUFFIX:
         raise CheckpointError(f"The converted checkpoint must end in `{SAFETENSORS_SUFFIX}`, got {dst}.")
     if dst.exists() and src.exists() and dst.resolve() == src.resolve():
         raise CheckpointError(f"Refusing to overwrite the source checkpoint {src}.")
     state_dict = load_state_dict(src)
+    check_control_parts(state_dict, source=str(src))
+    if expected is not None:
+        check_state_dict(expected, state_dict, source=str(src))
     dst.parent.mkdir(parents=True, exist_ok=True)
     save_file(_without_shared_storage(state_dict), str(dst), metadata={"format": "pt", "converted_from": src.name})
     return dst

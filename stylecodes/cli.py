@@ -14,7 +14,9 @@ are not meaningful), --device and --dtype. Errors are printed as one line and ex
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -23,11 +25,15 @@ from typing import Any
 from stylecodes.codec import KNOWN_VERSIONS, LEGACY_VERSION, StyleCode, mix, parse_code, random_code
 from stylecodes.hub import ModelLoadError
 from stylecodes.images import ImageError, load_image
-from stylecodes.versions import DEFAULT_VERSION, DEMO_NOTICE, DEMO_VERSION, UnservedVersionError, get_spec
+from stylecodes.versions import DEFAULT_VERSION, ModelVersionSpec, UnservedVersionError, get_spec
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 _DTYPES = ("auto", "float32", "float16", "bfloat16")
+_DEVICE = re.compile(r"cpu|cuda(?::(?P<index>\d+))?")  # what --device accepts (besides auto)
+# `encode` loads and encodes this many images at a time: memory stays bounded however many files are named, and
+# the first codes are printed while later files are still waiting.
+ENCODE_CHUNK = 8
 
 
 class CliError(Exception):
@@ -63,7 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         "0 = demo model (tiny random weights: its images are not meaningful)",
     )
     common.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
-    common.add_argument("--dtype", default="auto", choices=_DTYPES, help="auto = float16 on CUDA, float32 on CPU")
+    common.add_argument(
+        "--dtype",
+        default="auto",
+        choices=_DTYPES,
+        help="painting precision: auto = float16 on CUDA, float32 on CPU (encoding images always runs in float32)",
+    )
 
     parser = argparse.ArgumentParser(
         prog="stylecodes",
@@ -106,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     rand.set_defaults(run=_random)
 
     convert = commands.add_parser(
-        "convert-checkpoint", parents=[common], help="convert a .bin control checkpoint to .safetensors"
+        "convert-checkpoint",
+        parents=[common],
+        help="convert a .bin control checkpoint to .safetensors (checked against --model-version's model first)",
     )
     convert.add_argument("src", type=Path, metavar="SRC")
     convert.add_argument("dst", type=Path, metavar="DST")
@@ -119,23 +132,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _encode(args: argparse.Namespace) -> int:
     version = _version(args, default=DEFAULT_VERSION)
-    loaded, failures = [], []
-    for name in args.images:
-        try:
-            loaded.append((name, load_image(name)))
-        except ImageError as exc:
-            failures.append(str(exc))
-    if loaded:
-        from stylecodes.image_encoder import StyleImageEncoder
+    encoder = None  # loaded with the first readable image: a run with only bad files loads no model
+    failed = False
+    for start in range(0, len(args.images), ENCODE_CHUNK):
+        loaded = []
+        for name in args.images[start : start + ENCODE_CHUNK]:
+            try:
+                loaded.append((name, load_image(name)))
+            except ImageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed = True
+        if not loaded:
+            continue
+        if encoder is None:
+            from stylecodes.image_encoder import StyleImageEncoder
 
-        device, dtype = _device_and_dtype(args)
-        encoder = StyleImageEncoder.load(get_spec(version), device=device, dtype=dtype)
+            device, _ = _device_and_dtype(args)  # (the encoder always runs in float32)
+            encoder = StyleImageEncoder.load(get_spec(version), device=device)
         codes = encoder.encode([image for _, image in loaded])
         for (name, _), code in zip(loaded, codes, strict=True):
-            print(f"{code.canonical}\t{name}")
-    for failure in failures:
-        print(f"error: {failure}", file=sys.stderr)
-    return EXIT_ERROR if failures else 0
+            print(f"{code.canonical}\t{name}", flush=True)
+    return EXIT_ERROR if failed else 0
 
 
 def _imagine(args: argparse.Namespace) -> int:
@@ -144,39 +161,39 @@ def _imagine(args: argparse.Namespace) -> int:
     if code is not None and code.version != version:
         raise UnservedVersionError(code.version, [version])
     style_image = load_image(args.style_image) if args.style_image else None
+    from stylecodes.engine import GenerationRequest, StyleEngine  # torch: imported once the cheap checks passed
+    from stylecodes.pipeline import MAX_IMAGES_PER_CALL, check_int
+
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
-
-    call = {
-        "prompt": args.prompt,
-        "style": style_image if style_image is not None else code,
-        "negative_prompt": args.negative,
-        "strength": args.strength,
-        "guidance_scale": args.guidance_scale,
-        "num_inference_steps": args.steps,
-        "seed": seed,
-        "width": args.width,
-        "height": args.height,
-        "num_images_per_prompt": args.count,
-    }
-    from stylecodes.engine import StyleEngine
-    from stylecodes.pipeline import check_call_arguments
-
-    check_call_arguments(**call)  # bad arguments fail before any model is loaded or downloaded
+    count = check_int("count", args.count, 1, MAX_IMAGES_PER_CALL)
+    # Requests check every field when created: bad arguments fail before any model is loaded or downloaded.
+    requests = [
+        GenerationRequest(
+            prompt=args.prompt,
+            seed=seed + index,
+            negative_prompt=args.negative,
+            style=code,  # a style image is encoded below, once the model is loaded
+            strength=args.strength,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            width=args.width,
+            height=args.height,
+        )
+        for index in range(count)
+    ]
     device, dtype = _device_and_dtype(args)
     engine = StyleEngine.load(version, device=device, dtype=dtype, show_progress=True)
-    output = engine.pipeline(**call)
+    if style_image is not None:
+        [image_code] = engine.encode([style_image])
+        requests = [dataclasses.replace(request, style=image_code) for request in requests]
+    results = engine.generate(requests)
     out = args.out or Path(f"stylecodes-{seed}.png")
-    for index, (image, warnings, metadata) in enumerate(
-        zip(output.images, output.warnings, output.metadata, strict=True)
-    ):
-        path = out if args.count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
-        metadata = {**metadata, "base_model": engine.base_model}
-        _save_png(image, path, metadata)
-        print(f"{path}\tseed {metadata['seed']}\tcode {metadata['style_code'] or '(none)'}")
-        for warning in warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-    if version == DEMO_VERSION:
-        print(f"note: {DEMO_NOTICE}.", file=sys.stderr)
+    for index, result in enumerate(results):
+        path = out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
+        _save_png(result.image, path, result.metadata)
+        print(f"{path}\tseed {result.metadata['seed']}\tcode {result.metadata['style_code'] or '(none)'}")
+    for warning in dict.fromkeys(warning for result in results for warning in result.warnings):  # once each
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -209,7 +226,8 @@ def _random(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from stylecodes.checkpoint import convert_to_safetensors
 
-    print(convert_to_safetensors(args.src, args.dst))
+    spec = get_spec(_version(args, default=DEFAULT_VERSION))
+    print(convert_to_safetensors(args.src, args.dst, expected=_control_model_layout(spec)))
     return 0
 
 
@@ -238,6 +256,21 @@ def _check_version_option(args: argparse.Namespace, code: StyleCode) -> None:
         raise CliError(f"The code is version {code.version} but --model-version is {args.model_version}.")
 
 
+def _control_model_layout(spec: ModelVersionSpec) -> Any:
+    """The control module that version `spec` loads, without real weights: the keys and shapes a checkpoint needs."""
+    if spec.is_demo:
+        from stylecodes.demo import build_demo_components
+
+        return build_demo_components().control_model  # tiny; built for real in a fraction of a second
+    import torch
+
+    from stylecodes.control import StyleCodesControlModel
+    from stylecodes.sd15 import SD15_UNET_CONFIG
+
+    with torch.device("meta"):  # every published version is built on SD1.5: 675M parameters, none allocated
+        return StyleCodesControlModel.from_unet_config(SD15_UNET_CONFIG, **spec.autoencoder_config)
+
+
 def _device_and_dtype(args: argparse.Namespace) -> tuple[Any, Any]:
     import torch
     from diffusers.utils import logging as diffusers_logging
@@ -249,12 +282,19 @@ def _device_and_dtype(args: argparse.Namespace) -> tuple[Any, Any]:
     name = args.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise CliError(f"--device {args.device!r} is not a torch device; use auto, cpu, cuda or cuda:N.") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda was asked for but no CUDA GPU is available; use --device cpu.")
+    match = _DEVICE.fullmatch(name)
+    if match is None:  # (torch knows more devices, e.g. mps, xpu, meta, but the model runs on CPUs and CUDA GPUs)
+        raise CliError(f"--device {args.device!r} is not supported; use auto, cpu, cuda or cuda:N.")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CliError(f"--device {name} was asked for but no CUDA GPU is available; use --device cpu.")
+        count = torch.cuda.device_count()
+        if match.group("index") is not None and int(match.group("index")) >= count:
+            raise CliError(
+                f"--device {name} does not exist: this machine has {count} CUDA GPU(s), "
+                f"so use cuda:0{f' to cuda:{count - 1}' if count > 1 else ''} (or cuda, the first)."
+            )
+    device = torch.device(name)
     dtype_name = args.dtype if args.dtype != "auto" else ("float16" if device.type == "cuda" else "float32")
     return device, getattr(torch, dtype_name)
 

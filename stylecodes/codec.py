@@ -63,13 +63,19 @@ class StyleCode:
     version: int
 
     def __post_init__(self) -> None:
-        if len(self.levels) != LATENT_DIM:
-            raise CodeError(f"A stylecode has {LATENT_DIM} levels, got {len(self.levels)}.")
-        bad = [level for level in self.levels if not 0 <= int(level) <= MAX_LEVEL]
+        # Checked here, not only in parse_code, so that no StyleCode exists that would print as an unparsable code.
+        if not isinstance(self.levels, tuple | list) or len(self.levels) != LATENT_DIM:
+            got = f"{len(self.levels)}" if isinstance(self.levels, tuple | list) else type(self.levels).__name__
+            raise CodeError(f"A stylecode has a tuple of {LATENT_DIM} levels, got {got}.", hint=False)
+        bad = [level for level in self.levels if not _is_int(level) or not 0 <= level <= MAX_LEVEL]
         if bad:
-            raise CodeError(f"Stylecode levels must be in 0..{MAX_LEVEL}, got {bad[0]}.")
-        if not 0 <= self.version <= 9:
-            raise CodeError(f"The encoder version is one digit 0-9, got {self.version}.")
+            raise CodeError(f"Stylecode levels must be integers in 0..{MAX_LEVEL}, got {bad[0]!r}.", hint=False)
+        if not _is_int(self.version) or self.version not in KNOWN_VERSIONS:
+            known = ", ".join(str(v) for v in KNOWN_VERSIONS)
+            raise CodeError(f"Unknown encoder version {self.version!r}; known versions are {known}.", hint=False)
+        # numpy integers become ints (and a list a tuple), so equal codes compare and hash equal
+        object.__setattr__(self, "levels", tuple(int(level) for level in self.levels))
+        object.__setattr__(self, "version", int(self.version))
 
     @property
     def canonical(self) -> str:
@@ -91,6 +97,10 @@ class StyleCode:
 
     def __str__(self) -> str:
         return self.canonical
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
 def quantize(latent: np.ndarray | list[float]) -> tuple[int, ...]:
@@ -215,7 +225,7 @@ def mix(text: str) -> StyleCode:
 
 
 def random_code(version: int, rng: np.random.Generator | None = None) -> StyleCode:
-    """A uniformly random code for `version`: every level equally likely."""
+    """A uniformly random code for `version` (a known version, else CodeError): every level equally likely."""
     rng = rng if rng is not None else np.random.default_rng()
     return StyleCode(tuple(int(v) for v in rng.integers(0, LEVELS, size=LATENT_DIM)), version)
 

@@ -16,7 +16,9 @@ Module and parameter names follow the published checkpoint, so its weights load 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,6 +31,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from stylecodes.autoencoder import StyleAutoencoder
+from stylecodes.image_encoder import keep_float32
 
 # UNet features the forward pass reproduces. Anything else (class or added embeddings, other block types...) would
 # be silently ignored by the two-stream forward, so such UNets are refused up front.
@@ -50,6 +53,23 @@ _REQUIRED_UNET_SETTINGS: dict[str, Any] = {
 }
 
 
+DEFAULT_CONDITIONING_SCALE = 0.9  # the published pipeline's
+
+
+@dataclass(frozen=True)
+class PreparedStyle:
+    """A batch's styles in the form every denoising step uses; `StyleCodesControlModel.prepare_style` builds it.
+
+    Only the styled rows (scale != 0) are kept. Finding them means reading the scales back from the device, which
+    on a GPU waits for all queued work, so it is done once per generation here instead of at every step.
+    """
+
+    style_map: Tensor  # (n, C_mid, h, w): the styled rows' maps, n = number of styled samples
+    scale: Tensor  # (n, 1, 1): their conditioning scales, shaped for the blend
+    rows: Tensor | None  # (n,) their indices in the batch, on the maps' device; None when every row is styled
+    batch_size: int  # B: the batch the rows index into
+
+
 class _ControlStream(nn.Module):
     """Container whose attribute names give the checkpoint's `control_model.*` keys."""
 
@@ -63,7 +83,9 @@ class _ControlStream(nn.Module):
 class StyleCodesControlModel(ModelMixin, ConfigMixin):
     """Style autoencoder plus a full-width copy of the UNet's mid and up blocks, joined to the base by linears.
 
-    Build it with `from_unet` (or `from_unet_config`); the config records the UNet layout it was built for.
+    Build it with `from_unet` (or `from_unet_config`); the config records the UNet layout it was built for. The
+    autoencoder stays in float32 whatever dtype the rest is cast to (it encodes images: see `keep_float32`); `dtype`
+    is the control stream's.
     """
 
     @register_to_config
@@ -101,6 +123,7 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
             decoder_layers=decoder_layers,
             max_len=max_len,
         )
+        keep_float32(self.sref_autoencoder)
         mid_block = get_mid_block(
             "UNetMidBlock2DCrossAttn",
             temb_channels=time_embed_dim,
@@ -186,10 +209,18 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
     def autoencoder(self) -> StyleAutoencoder:
         return self.sref_autoencoder
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The control stream's dtype (the UNet's); the autoencoder's is always float32."""
+        return self.middle_block_out.weight.dtype
+
     def mid_block_size(self, sample_height: int, sample_width: int) -> tuple[int, int]:
         """Spatial size of the UNet's mid block for a latent sample of the given size."""
         if sample_height < 1 or sample_width < 1:
-            raise ValueError(f"The sample size must be positive, got {sample_height} x {sample_width}.")
+            raise ValueError(
+                f"`sample_height` and `sample_width` (latent rows and columns, pixels / 8) must be positive, "
+                f"got {sample_height} x {sample_width}."
+            )
         padding = self.config.downsample_padding
         height, width = sample_height, sample_width
         for _ in range(len(self.config.block_out_channels) - 1):  # every down block but the last downsamples
@@ -198,13 +229,59 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         return height, width
 
     def decode_style(self, latent: Tensor, sample_height: int, sample_width: int) -> Tensor:
-        """(B, 20) dequantised style latent -> (B, C_mid, h, w) style map for latent samples of the given size.
+        """(B, 20) dequantised style latent -> (B, C_mid, h, w) style map, in the control stream's dtype, for latent
+        samples of the given size.
 
-        Depends only on the latent and the sample size: compute it once per generation, not once per step.
+        Depends only on the latent and the sample size: compute it once per generation, not once per step. Decoded
+        in float32 like the encoding, so a code's map is the same whatever the pipeline's dtype, up to the final cast.
         """
+        self.sref_autoencoder.check_latent(latent)  # before `.to`: a numpy array gets this message, not AttributeError
         height, width = self.mid_block_size(sample_height, sample_width)
-        latent = latent.to(device=self.device, dtype=self.dtype)
-        return self.sref_autoencoder.decode(latent, height, width)
+        latent = latent.to(device=self.device, dtype=self.sref_autoencoder.dtype)
+        return self.sref_autoencoder.decode(latent, height, width).to(self.dtype)
+
+    def prepare_style(
+        self, style_map: Tensor, conditioning_scale: float | Tensor = DEFAULT_CONDITIONING_SCALE
+    ) -> PreparedStyle | None:
+        """`decode_style`'s (B, C_mid, h, w) maps and a float or (B,) scale -> what every `forward` step needs.
+
+        Returns None when no row is styled (every scale 0): the steps are then the plain UNet. Call it once per
+        generation and pass the result to each step as `style_map`; only this call reads scales back to the host.
+        """
+        channels = self.config.block_out_channels[-1]
+        if not isinstance(style_map, Tensor) or style_map.ndim != 4 or style_map.shape[1] != channels:
+            raise ValueError(
+                f"`style_map` must be a (batch, {channels}, height, width) tensor from `decode_style`, "
+                f"got {_shape(style_map)}."
+            )
+        batch = style_map.shape[0]
+        if isinstance(conditioning_scale, Tensor):
+            scales = conditioning_scale.detach().to("cpu", torch.float64)  # the one read-back from the device
+            if scales.ndim == 0:
+                scales = scales.expand(batch)
+            if tuple(scales.shape) != (batch,):
+                raise ValueError(
+                    f"`conditioning_scale` must be a float or a ({batch},) tensor, one per sample, "
+                    f"got shape {tuple(scales.shape)}."
+                )
+        elif isinstance(conditioning_scale, int | float) and not isinstance(conditioning_scale, bool):
+            scales = torch.full((batch,), float(conditioning_scale), dtype=torch.float64)
+        else:
+            raise ValueError(
+                f"`conditioning_scale` must be a float or a tensor, got {type(conditioning_scale).__name__}."
+            )
+        if not bool(torch.isfinite(scales).all()):  # on the CPU copy: no device sync
+            raise ValueError("`conditioning_scale` must be finite.")
+        styled = scales.nonzero()[:, 0]  # (n,) on the CPU
+        if len(styled) == 0:
+            return None
+        rows = None if len(styled) == batch else styled.to(style_map.device)
+        return PreparedStyle(
+            style_map=style_map if rows is None else style_map.index_select(0, rows),
+            scale=scales[styled].to(device=style_map.device, dtype=style_map.dtype).view(-1, 1, 1),
+            rows=rows,
+            batch_size=batch,
+        )
 
     # ------------------------------------------------------------------------------------------------------ forward
 
@@ -214,24 +291,36 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         sample: Tensor,
         timestep: Tensor | float | int,
         encoder_hidden_states: Tensor,
-        style_map: Tensor | None,
-        conditioning_scale: float | Tensor = 0.9,
+        style_map: Tensor | PreparedStyle | None,
+        conditioning_scale: float | Tensor | None = None,
     ) -> Tensor:
         """Noise prediction of `unet` steered by the style maps; same shape as `sample` (B, 4, H, W).
 
-        `style_map` is `decode_style`'s output, one row per sample (None: plain UNet). `conditioning_scale` is a
-        float or a (B,) tensor; samples with scale 0 get exactly the plain UNet output and their style_map rows
-        are ignored, so a batch can mix styled and unstyled samples.
+        `style_map` is either `decode_style`'s output, one row per sample, with `conditioning_scale` a float or a
+        (B,) tensor (default 0.9), or `prepare_style(style_map, conditioning_scale)`'s result with no
+        `conditioning_scale` here: the same output, without reading the scales back from the device at every step
+        (what the pipeline does). None: the plain UNet. Samples with scale 0 get exactly the plain UNet output and
+        their style_map rows are ignored, so a batch can mix styled and unstyled samples.
         """
+        _check_sample_and_text(unet, sample, encoder_hidden_states)
         if style_map is None:
             return unet(sample, timestep, encoder_hidden_states).sample
-        _check_unet_layout(unet, self.config)
-        scale = self._check_inputs(sample, encoder_hidden_states, style_map, conditioning_scale)  # (B,)
-        styled = scale != 0
-        if not bool(styled.any()):
+        if isinstance(style_map, PreparedStyle):
+            if conditioning_scale is not None:
+                raise ValueError(
+                    "`conditioning_scale` must be None with a prepared style: the scales were given to "
+                    "`prepare_style`, pass them there."
+                )
+            style: PreparedStyle | None = style_map
+            self._check_style_fits(style_map.batch_size, style_map.style_map.shape[1:], sample)
+        else:
+            scale = DEFAULT_CONDITIONING_SCALE if conditioning_scale is None else conditioning_scale
+            style = self.prepare_style(style_map, scale)
+            self._check_style_fits(style_map.shape[0], style_map.shape[1:], sample)  # even if no row is styled
+        if style is None:  # every scale is 0
             return unet(sample, timestep, encoder_hidden_states).sample
-        # Rows of the batch that carry a style; None means all of them (no gather/scatter needed).
-        rows = None if bool(styled.all()) else styled.nonzero()[:, 0]
+        _check_unet_layout(unet, self.config)
+        rows = style.rows  # None: every row is styled (no gather/scatter needed)
 
         def styled_rows(tensor: Tensor) -> Tensor:
             return tensor if rows is None else tensor.index_select(0, rows)
@@ -240,7 +329,6 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         temb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))  # (B, 1280)
         text = encoder_hidden_states  # (B, 77, 768)
         ctrl_temb, ctrl_text = styled_rows(temb), styled_rows(text)
-        ctrl_scales = styled_rows(scale).tolist()  # per styled sample; plain floats for the blend in `_collaborate`
 
         # 2. Base down path, unchanged; keep its skip connections.
         h_base = unet.conv_in(sample)  # (B, 320, H, W)
@@ -254,9 +342,9 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
 
         # 3. Mid block: both streams, then the first collaboration.
         h_base = unet.mid_block(h_base, temb, encoder_hidden_states=text)  # (B, 1280, H/8, W/8)
-        h_ctrl = styled_rows(style_map).to(sample.dtype)  # (n, 1280, H/8, W/8), n = styled samples
+        h_ctrl = style.style_map.to(sample.dtype)  # (n, 1280, H/8, W/8), n = styled samples
         h_ctrl = self.control_model.mid_block(h_ctrl, ctrl_temb, encoder_hidden_states=ctrl_text)
-        h_ctrl, h_base = _collaborate(self.middle_block_out, h_ctrl, h_base, ctrl_scales, rows)
+        h_ctrl, h_base = _collaborate(self.middle_block_out, h_ctrl, h_base, style)
 
         # 4. Up path, one sub-block at a time; the control stream sees zeros in place of the skips.
         need_upsample_size = any(size % 2 ** (len(unet.up_blocks) - 1) for size in sample.shape[-2:])
@@ -272,49 +360,47 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
                 h_ctrl = _resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
                 h_ctrl = _finish_up_subblock(ctrl_block, index, h_ctrl, ctrl_text, upsample_size)
                 final = not skips  # after the last sub-block only the base stream is still needed
-                h_ctrl, h_base = _collaborate(next(collaboration), h_ctrl, h_base, ctrl_scales, rows, final=final)
+                h_ctrl, h_base = _collaborate(next(collaboration), h_ctrl, h_base, style, final=final)
 
         # 5. The base's output head.
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(h_base)))  # (B, 4, H, W)
 
-    def _check_inputs(
-        self, sample: Tensor, encoder_hidden_states: Tensor, style_map: Tensor, conditioning_scale: float | Tensor
-    ) -> Tensor:
-        if not isinstance(sample, Tensor) or sample.ndim != 4:
-            raise ValueError(f"`sample` must be a (batch, channels, height, width) tensor, got {_shape(sample)}.")
+    def _check_style_fits(self, map_batch: int, map_shape: torch.Size, sample: Tensor) -> None:
+        """The style maps (a batch of `map_batch` maps of `map_shape` each) must fit `sample`; no device work."""
         batch, _, height, width = sample.shape
-        if not isinstance(encoder_hidden_states, Tensor) or encoder_hidden_states.ndim != 3:
-            raise ValueError(
-                f"`encoder_hidden_states` must be (batch, tokens, features), got {_shape(encoder_hidden_states)}."
-            )
-        if encoder_hidden_states.shape[0] != batch:
-            raise ValueError(
-                f"`encoder_hidden_states` has batch {encoder_hidden_states.shape[0]} but `sample` has batch {batch}."
-            )
         expected = (batch, self.config.block_out_channels[-1], *self.mid_block_size(height, width))
-        if not isinstance(style_map, Tensor) or tuple(style_map.shape) != expected:
+        actual = (map_batch, *map_shape)
+        if actual != expected:
             raise ValueError(
                 f"`style_map` must have shape {expected} (one `decode_style` row per sample, at the mid-block "
-                f"resolution of a {height}x{width} sample), got {_shape(style_map)}."
+                f"resolution of a {height}x{width} sample), got {actual}."
             )
-        if isinstance(conditioning_scale, Tensor):
-            scale = conditioning_scale.to(device=sample.device, dtype=sample.dtype)
-            if scale.ndim == 0:
-                scale = scale.expand(batch)
-            if tuple(scale.shape) != (batch,):
-                raise ValueError(
-                    f"`conditioning_scale` must be a float or a ({batch},) tensor, one per sample, "
-                    f"got shape {tuple(scale.shape)}."
-                )
-        elif isinstance(conditioning_scale, int | float) and not isinstance(conditioning_scale, bool):
-            scale = torch.full((batch,), float(conditioning_scale), device=sample.device, dtype=sample.dtype)
-        else:
-            raise ValueError(
-                f"`conditioning_scale` must be a float or a tensor, got {type(conditioning_scale).__name__}."
-            )
-        if not bool(torch.isfinite(scale).all()):
-            raise ValueError("`conditioning_scale` must be finite.")
-        return scale
+
+
+def _check_sample_and_text(unet: UNet2DConditionModel, sample: Tensor, encoder_hidden_states: Tensor) -> None:
+    """`sample` and `encoder_hidden_states` must fit `unet`; shape checks only, as they run at every step."""
+    channels = unet.config.in_channels
+    if not isinstance(sample, Tensor) or sample.ndim != 4 or sample.shape[1] != channels:
+        raise ValueError(
+            f"`sample` must be a (batch, {channels}, height, width) tensor of latents (`unet` takes {channels} "
+            f"channels), got {_shape(sample)}."
+        )
+    text_widths = set(_as_list(unet.config.cross_attention_dim))
+    if not isinstance(encoder_hidden_states, Tensor) or encoder_hidden_states.ndim != 3:
+        raise ValueError(
+            f"`encoder_hidden_states` must be (batch, tokens, features), got {_shape(encoder_hidden_states)}."
+        )
+    if encoder_hidden_states.shape[0] != sample.shape[0]:
+        raise ValueError(
+            f"`encoder_hidden_states` has batch {encoder_hidden_states.shape[0]} but `sample` has batch "
+            f"{sample.shape[0]}."
+        )
+    if text_widths != {encoder_hidden_states.shape[2]}:
+        raise ValueError(
+            f"`encoder_hidden_states` must have {' or '.join(map(str, sorted(text_widths)))} features per token "
+            f"(`unet`'s cross_attention_dim; the output of the text encoder that goes with this UNet), "
+            f"got {encoder_hidden_states.shape[2]}."
+        )
 
 
 def _collaboration_linear(channels: int) -> nn.Linear:
@@ -328,31 +414,29 @@ def _collaboration_linear(channels: int) -> nn.Linear:
 
 
 def _collaborate(
-    linear: nn.Linear, h_ctrl: Tensor, h_base: Tensor, scales: list[float], rows: Tensor | None, *, final: bool = False
+    linear: nn.Linear, h_ctrl: Tensor, h_base: Tensor, style: PreparedStyle, *, final: bool = False
 ) -> tuple[Tensor | None, Tensor]:
     """Mix the streams per position and blend the new base into `h_base` by each styled row's scale.
 
-    The linear acts on [control, base] channels at every position. Written as two matrix products per sample on
-    the (C, h*w) views of each stream, it needs no concatenation and no transposes, and the blend
-    `base * (1 - s) + new_base * s` folds into the products' alpha/beta. With `final`, the control half (which
-    nothing would read) is skipped and None is returned for it.
+    The linear acts on [control, base] channels at every position. Written as batched matrix products on the
+    (C, h*w) views of each stream, with the weight's quarters broadcast over the batch (stride 0, never copied), it
+    needs no concatenation and no transposes, and the bias rides in the first product. The blend
+    `base + s * (new_base - base)` takes each row's scale from a device tensor, so no step reads a scale back to the
+    host. With `final`, the control half (which nothing would read) is skipped and None is returned for it.
     """
+    rows = style.rows
     base = h_base if rows is None else h_base.index_select(0, rows)  # (n, C, h, w), styled rows only
     n, channels, height, width = h_ctrl.shape
     ctrl_flat = h_ctrl.reshape(n, channels, height * width)  # (n, C, h*w)
     base_flat = base.reshape(n, channels, height * width)
-    to_ctrl, to_base = linear.weight[:channels], linear.weight[channels:]  # (C, 2C) each: [from ctrl | from base]
-    ctrl_bias, base_bias = linear.bias[:channels, None], linear.bias[channels:, None]  # (C, 1) each
-    new_bases, new_ctrls = [], []
-    for i, scale in enumerate(scales):
-        # base <- (1 - s) * base + s * (W_bc @ ctrl + W_bb @ base + b_b)
-        new_base = torch.addmm(base_flat[i], to_base[:, :channels], ctrl_flat[i], beta=1 - scale, alpha=scale)
-        new_bases.append(torch.addmm(new_base, to_base[:, channels:], base_flat[i], alpha=scale) + base_bias * scale)
-        if not final:
-            new_ctrl = torch.addmm(ctrl_bias, to_ctrl[:, :channels], ctrl_flat[i])
-            new_ctrls.append(torch.addmm(new_ctrl, to_ctrl[:, channels:], base_flat[i]))
-    new_base = torch.stack(new_bases).view_as(base)  # (n, C, h, w)
-    new_ctrl = None if final else torch.stack(new_ctrls).view_as(h_ctrl)
+
+    def mix(out: slice) -> Tensor:  # W[out, :C] @ ctrl + W[out, C:] @ base + b[out], per sample: (n, C, h*w)
+        weight = linear.weight[out]  # (C, 2C): [from ctrl | from base]
+        mixed = torch.baddbmm(linear.bias[out, None], weight[:, :channels].expand(n, -1, -1), ctrl_flat)
+        return torch.baddbmm(mixed, weight[:, channels:].expand(n, -1, -1), base_flat)
+
+    new_base = torch.lerp(base_flat, mix(slice(channels, None)), style.scale.to(base.dtype)).view_as(base)
+    new_ctrl = None if final else mix(slice(None, channels)).view_as(h_ctrl)
     return new_ctrl, new_base if rows is None else h_base.index_copy(0, rows, new_base)
 
 
@@ -405,7 +489,8 @@ def _resnet_on_zero_skip(resnet: ResnetBlock2D, hidden: Tensor, skip_channels: i
     # Per kernel tap, the constant channels' contribution: one pass over the weights, no weight copy.
     taps = torch.matmul(constant, conv.weight[:, channels:].flatten(2))  # (C_out, n, 9)
     taps = taps.view(-1, batch, 3, 3)  # (C_out, n, 3, 3)
-    row_taps, col_taps = _border_taps(height, taps), _border_taps(width, taps)  # (classes, 3): taps inside the map
+    # (classes, 3) each: which taps land inside the map
+    row_taps, col_taps = _border_taps(height, taps.device, taps.dtype), _border_taps(width, taps.device, taps.dtype)
     border = torch.einsum("rk,onkl,cl->norc", row_taps, taps, col_taps)  # (n, C_out, <=3, <=3)
     if resnet.time_emb_proj is not None:  # the time embedding is per channel too: add it on the small map
         border = border + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
@@ -417,21 +502,30 @@ def _resnet_on_zero_skip(resnet: ResnetBlock2D, hidden: Tensor, skip_channels: i
     return (residual + out) / resnet.output_scale_factor
 
 
-def _border_taps(size: int, like: Tensor) -> Tensor:
+# The two helpers below are cached: building a small tensor from Python values on a GPU is a host-to-device copy
+# that waits for the queued work, and they would otherwise run for every up sub-block of every step. (torch.compile
+# traces through the cache, with a warning; the functions are pure, so the traced constants are right.)
+
+
+@functools.lru_cache(maxsize=64)
+def _border_taps(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
     """Which of a 3-tap kernel's taps land inside a map of `size` rows (zero padding 1), per row class.
 
     Row classes: first, inner, last (only first/last below 3 rows, one class for a single row). Tap k of output
     row y reads input row y + k - 1, so the first row misses tap 0 and the last row misses tap 2.
     """
     classes = {1: [[0, 1, 0]], 2: [[0, 1, 1], [1, 1, 0]]}.get(size, [[0, 1, 1], [1, 1, 1], [1, 1, 0]])
-    return torch.tensor(classes, device=like.device, dtype=like.dtype)
+    with torch.inference_mode(False):  # cached beyond this call: an inference tensor would break autograd users
+        return torch.tensor(classes, device=device, dtype=dtype)
 
 
+@functools.lru_cache(maxsize=64)
 def _stretch(size: int, device: torch.device) -> Tensor:
     """Indices mapping the row classes (first, inner, last) onto `size` rows."""
-    if size < 3:
-        return torch.arange(size, device=device)
-    return torch.tensor([0] + [1] * (size - 2) + [2], device=device)
+    with torch.inference_mode(False):  # see _border_taps
+        if size < 3:
+            return torch.arange(size, device=device)
+        return torch.tensor([0] + [1] * (size - 2) + [2], device=device)
 
 
 def _is_plain_resnet(resnet: nn.Module) -> bool:

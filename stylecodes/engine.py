@@ -70,12 +70,16 @@ class GenerationRequest:
                 f"`style` must be a StyleCode or None (parse text with stylecodes.codec.parse_code), "
                 f"got {type(self.style).__name__}."
             )
-        check_int("seed", self.seed, 0, MAX_SEED)
-        check_number("strength", self.strength, *STRENGTH_RANGE)
-        check_int("steps", self.steps, 1, MAX_STEPS)
-        check_number("guidance_scale", self.guidance_scale, *GUIDANCE_RANGE)
-        check_size("width", self.width)
-        check_size("height", self.height)
+        checked = {
+            "seed": check_int("seed", self.seed, 0, MAX_SEED),
+            "strength": check_number("strength", self.strength, *STRENGTH_RANGE),
+            "steps": check_int("steps", self.steps, 1, MAX_STEPS),
+            "guidance_scale": check_number("guidance_scale", self.guidance_scale, *GUIDANCE_RANGE),
+            "width": check_size("width", self.width),
+            "height": check_size("height", self.height),
+        }
+        for name, value in checked.items():  # numpy scalars become Python numbers, so requests serialise as JSON
+            object.__setattr__(self, name, value)
 
     def batch_key(self) -> tuple[int, float, int, int]:
         """Requests with equal keys can be painted in one batch."""
@@ -141,7 +145,7 @@ class StyleEngine:
         return cls(pipeline, spec, base_model=base_model)
 
     def encode(self, images: Sequence[PIL.Image.Image]) -> list[StyleCode]:
-        """Stylecodes of this version for `images` (RGB PIL images from `stylecodes.images.load_image`), batched."""
+        """Stylecodes of this version for PIL `images` (files: `stylecodes.images.load_image`), batched, in float32."""
         return self.pipeline.style_image_encoder().encode(images)
 
     def generate(
@@ -228,10 +232,7 @@ def _load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:
     """vae, text_encoder, tokenizer, unet (+ safety_checker, feature_extractor when the folder has them)."""
     try:
         if base.is_single_file:
-            from diffusers import StableDiffusionPipeline
-
-            sd = StableDiffusionPipeline.from_single_file(str(base.path), load_safety_checker=False)
-            components = {name: getattr(sd, name) for name in ("vae", "text_encoder", "tokenizer", "unet")}
+            components = _load_single_file_components(base)
         else:
             components = _load_folder_components(base.path)
     except (OSError, ValueError) as exc:
@@ -240,6 +241,24 @@ def _load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:
         if components.get(name) is not None:
             components[name].eval().requires_grad_(False)
     return components
+
+
+def _load_single_file_components(base: hub.BaseModelSource) -> dict[str, Any]:
+    """vae, text_encoder, tokenizer, unet of a single-file SD1.5 checkpoint; single files get no safety checker."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    try:
+        # Explicit None for both keeps diffusers from loading them. Its deprecated `load_safety_checker` must not be
+        # passed at all: any value but None, even False, makes it download CompVis/stable-diffusion-safety-checker.
+        sd = StableDiffusionPipeline.from_single_file(str(base.path), safety_checker=None, feature_extractor=None)
+    except SingleFileComponentError as exc:  # a plain Exception subclass; its message is a multi-line code recipe
+        detail = (exc.message or str(exc)).strip().splitlines()[0]
+        raise hub.ModelLoadError(
+            f"Could not load the SD1.5 base model from {base.label}: {detail} The file must be a complete SD1.5 "
+            "checkpoint (UNet, VAE and text encoder), or use a diffusers folder of the model instead."
+        ) from exc
+    return {name: getattr(sd, name) for name in ("vae", "text_encoder", "tokenizer", "unet")}
 
 
 def _load_folder_components(folder: Path) -> dict[str, Any]:
@@ -265,5 +284,6 @@ def _load_folder_components(folder: Path) -> dict[str, Any]:
         components["safety_checker"] = StableDiffusionSafetyChecker.from_pretrained(folder, subfolder="safety_checker")
         components["feature_extractor"] = CLIPImageProcessor.from_pretrained(folder, subfolder="feature_extractor")
     else:
-        logger.warning("%s has no safety checker; generated images will not be checked (nsfw=None).", folder)
+        # Not a warning here: the processes that serve models report it once at startup (bot.worker.__main__).
+        logger.info("%s has no safety checker; generated images will not be checked (nsfw=None).", folder)
     return components

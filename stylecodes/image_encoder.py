@@ -12,16 +12,21 @@ Preprocessing is the published tool's, pinned so the same image always gives the
 
 Encoding needs only SigLIP and the autoencoder: `StyleImageEncoder.load` never builds or reads the UNet, and reads
 only the `sref_autoencoder.*` tensors of the control checkpoint.
+
+Encoding always runs in float32 (`keep_float32`), whatever dtype the pipeline around it uses: in half precision a
+value near a quantisation boundary can land on the next level, and the same image must give the same code on a GPU
+worker in fp16 as in the CPU command line. The two models are small (about 105M parameters), so this costs little.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 from transformers import SiglipVisionModel
 
 try:  # transformers >= 5: pin the PIL backend explicitly
@@ -32,10 +37,42 @@ except ImportError:  # transformers 4: the default SigLIP processor is the PIL/n
 from stylecodes import checkpoint, hub
 from stylecodes.autoencoder import StyleAutoencoder
 from stylecodes.codec import StyleCode, code_from_latent
+from stylecodes.images import to_rgb
 from stylecodes.versions import ModelVersionSpec
 
 STYLE_IMAGE_SIZE = 512  # the published tool resizes every style image to this square first
 SIGLIP_HIDDEN_LAYER = -2  # second-to-last layer's hidden states, as the release was trained
+ENCODER_DTYPE = torch.float32  # see the module docstring
+
+
+def keep_float32(module: nn.Module) -> nn.Module:
+    """Pin `module` to float32: later casts (`.to(dtype)`, `.half()`, a pipeline's `.to(device, dtype)`) move it to
+    their device but leave its dtype alone. Returns `module`, converted to float32 now if it was not.
+
+    A cast to half precision and back would lose the weights' precision for good, so casts are filtered as they
+    happen (this instance's `_apply`, through which every nn.Module cast goes) instead of being undone afterwards.
+    """
+    if vars(module).get("_float32_pinned"):
+        return module
+    unpinned_apply = module._apply
+
+    def pinned_apply(fn: Callable[[Tensor], Tensor], recurse: bool = True) -> nn.Module:
+        first = next(itertools.chain(module.parameters(), module.buffers()), None)
+        probe = fn(torch.empty(0, dtype=ENCODER_DTYPE, device=first.device if first is not None else "cpu"))
+        if probe.dtype != ENCODER_DTYPE:  # a dtype cast (perhaps with a move): keep only the move
+            fn = _move_only(probe.device)
+        return unpinned_apply(fn, recurse)
+
+    module._apply = pinned_apply
+    module._float32_pinned = True
+    tensors = itertools.chain(module.parameters(), module.buffers())
+    if any(tensor.is_floating_point() and tensor.dtype != ENCODER_DTYPE for tensor in tensors):
+        module.to(ENCODER_DTYPE)  # (only when needed: diffusers models log a warning on every dtype cast)
+    return module
+
+
+def _move_only(device: torch.device) -> Callable[[Tensor], Tensor]:
+    return lambda tensor: tensor.to(device=device)
 
 
 def make_siglip_processor() -> _SiglipProcessor:
@@ -54,7 +91,7 @@ def make_siglip_processor() -> _SiglipProcessor:
 
 
 class StyleImageEncoder:
-    """SigLIP vision tower + style autoencoder. Runs on the vision tower's device and dtype."""
+    """SigLIP vision tower + style autoencoder. Runs on the vision tower's device, always in float32."""
 
     def __init__(self, vision_model: SiglipVisionModel, autoencoder: StyleAutoencoder, *, version: int) -> None:
         if vision_model.config.hidden_size != autoencoder.config.input_dim:
@@ -62,8 +99,8 @@ class StyleImageEncoder:
                 f"`autoencoder` expects {autoencoder.config.input_dim}-wide tokens but `vision_model` gives "
                 f"{vision_model.config.hidden_size}."
             )
-        self.vision_model = vision_model
-        self.autoencoder = autoencoder
+        self.vision_model = keep_float32(vision_model)  # (a pipeline pins them when it is built: no-ops then)
+        self.autoencoder = keep_float32(autoencoder)
         self.version = version
         self.processor = make_siglip_processor()
 
@@ -73,7 +110,7 @@ class StyleImageEncoder:
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.vision_model.dtype
+        return ENCODER_DTYPE
 
     def pixel_values(self, images: Sequence[Image.Image]) -> Tensor:
         """Published preprocessing -> (B, 3, 224, 224) float32 on the CPU."""
@@ -82,29 +119,25 @@ class StyleImageEncoder:
         bad = [type(image).__name__ for image in images if not isinstance(image, Image.Image)]
         if bad:
             raise ValueError(f"`images` must be PIL images (use stylecodes.images.load_image), got {bad[0]}.")
-        resized = [
-            image.convert("RGB").resize((STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE), Image.Resampling.BICUBIC)
-            for image in images
-        ]
+        # to_rgb: the same RGB as load_image (transparency composited on white), however the image arrived
+        size = (STYLE_IMAGE_SIZE, STYLE_IMAGE_SIZE)
+        resized = [to_rgb(image).resize(size, Image.Resampling.BICUBIC) for image in images]
         return self.processor(images=resized, return_tensors="pt").pixel_values
 
     @torch.inference_mode()
     def encode_latents(self, images: Sequence[Image.Image]) -> Tensor:
         """(B,) images -> (B, 20) float32 style latents, before quantisation."""
-        pixels = self.pixel_values(images).to(self.device, self.dtype)  # (B, 3, 224, 224)
+        pixels = self.pixel_values(images).to(self.device, ENCODER_DTYPE)  # (B, 3, 224, 224)
         hidden = siglip_hidden_states(self.vision_model, pixels)  # (B, 196, 768)
-        latents = self.autoencoder.encode(hidden.to(self.autoencoder.dtype))  # (B, 20)
-        return latents.float().cpu()
+        return self.autoencoder.encode(hidden).cpu()  # (B, 20)
 
     def encode(self, images: Sequence[Image.Image]) -> list[StyleCode]:
         """(B,) images -> B stylecodes of this encoder's version."""
         return [code_from_latent(latent.numpy(), self.version) for latent in self.encode_latents(images)]
 
     @classmethod
-    def load(
-        cls, spec: ModelVersionSpec, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-    ) -> StyleImageEncoder:
-        """Load version `spec`'s encoder: SigLIP plus the checkpoint's autoencoder tensors, nothing else."""
+    def load(cls, spec: ModelVersionSpec, *, device: str | torch.device = "cpu") -> StyleImageEncoder:
+        """Load version `spec`'s encoder on `device` (in float32): SigLIP plus the checkpoint's autoencoder tensors."""
         if spec.is_demo:
             from stylecodes.demo import build_demo_components
 
@@ -120,8 +153,8 @@ class StyleImageEncoder:
                 **spec.autoencoder_config,
             )
             encoder = cls(vision_model, autoencoder, version=spec.version)
-        encoder.vision_model.to(device=device, dtype=dtype)
-        encoder.autoencoder.to(device=device, dtype=dtype)
+        encoder.vision_model.to(device=device)
+        encoder.autoencoder.to(device=device)
         return encoder
 
 

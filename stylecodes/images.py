@@ -57,7 +57,7 @@ def load_image(source: bytes | bytearray | str | Path) -> Image.Image:
             try:
                 image.seek(0)  # first frame of an animation (a no-op for still images)
                 image.load()
-                return _to_rgb(image)
+                return to_rgb(image)
             except Exception as exc:  # truncated or corrupt pixel data surfaces only when decoding
                 raise ImageError(
                     f"{name} is damaged or truncated and could not be decoded ({_describe(exc)})."
@@ -92,7 +92,11 @@ def _read_source(source: bytes | bytearray | str | Path) -> tuple[bytes, str]:
     return data, name
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A new RGB copy of `image`: transparency composited on white (rule 4), 16/32-bit greyscale scaled to 8 bits.
+
+    The one RGB rule, for decoded files and for PIL images handed straight to the encoder alike.
+    """
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16/32-bit greyscale: scale to 8 bits instead of letting convert() clip everything above 255.
         image = image.convert("I").point(lambda value: value / 256).convert("L")
@@ -102,6 +106,16 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     rgba = image.convert("RGBA")
     white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(white, rgba).convert("RGB")
+
+
+def png_bytes(image: Image.Image, max_side: int | None = None) -> bytes:
+    """`image` as PNG bytes, shrunk to fit `max_side` when given (results, previews, thumbnails)."""
+    if max_side is not None:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)  # optimize costs seconds at 512 px for a few percent
+    return buffer.getvalue()
 
 
 def _too_large(name: str, size: tuple[int, int] | None) -> ImageError:

@@ -28,8 +28,8 @@ from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, SiglipVisionModel
 
 from stylecodes.codec import LATENT_DIM, StyleCode, parse_code
-from stylecodes.control import StyleCodesControlModel
-from stylecodes.image_encoder import StyleImageEncoder
+from stylecodes.control import PreparedStyle, StyleCodesControlModel
+from stylecodes.image_encoder import StyleImageEncoder, keep_float32
 from stylecodes.versions import UnservedVersionError
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,9 @@ class StyleCodesPipeline(DiffusionPipeline):
     """SD1.5 (tokenizer, text encoder, VAE, UNet, DDIM) plus the StyleCodes control module and image encoder.
 
     `image_encoder` (SigLIP) is needed only for style images; `safety_checker` + `feature_extractor` are optional.
-    Move it with `.to(device, dtype)`; every tensor of a call is created on that device and dtype.
+    Move it with `.to(device, dtype)`; every tensor of a call is created on that device and dtype, except that the
+    style image encoder (SigLIP and the control module's autoencoder) always stays float32, so that an image's code
+    does not depend on the pipeline's dtype.
     """
 
     model_cpu_offload_seq = "text_encoder->unet->control_model->vae"
@@ -124,6 +126,8 @@ class StyleCodesPipeline(DiffusionPipeline):
         super().__init__()
         if safety_checker is not None and feature_extractor is None:
             raise ValueError("`safety_checker` needs its `feature_extractor`; pass both or neither.")
+        if image_encoder is not None:  # (the control module pins its own autoencoder)
+            keep_float32(image_encoder)
         self.register_modules(
             vae=vae,
             text_encoder=text_encoder,
@@ -167,8 +171,9 @@ class StyleCodesPipeline(DiffusionPipeline):
         after every denoising step; `make_previews()` returns (height/8)x(width/8) RGB previews of the predicted
         final images, cheaply (no VAE), and must be called inside the callback.
         """
-        # 1. Check every argument before any work, and expand the per-prompt ones to one value per sample.
-        samples = check_call_arguments(
+        # 1. Check every argument before any work, and expand the per-prompt ones to one value per sample. From here
+        # on only the checked values are used: plain Python numbers (numpy scalars would break json.dumps(metadata)).
+        call = check_call_arguments(
             prompt=prompt,
             style=style,
             negative_prompt=negative_prompt,
@@ -180,6 +185,7 @@ class StyleCodesPipeline(DiffusionPipeline):
             height=height,
             num_images_per_prompt=num_images_per_prompt,
         )
+        samples, guidance_scale, width, height = call.samples, call.guidance_scale, call.width, call.height
         device, dtype = self._execution_device, self.unet.dtype
         do_cfg = guidance_scale > 1.0
 
@@ -190,7 +196,7 @@ class StyleCodesPipeline(DiffusionPipeline):
         text_embeddings = self._encode_prompts(samples, do_cfg, device)  # (2N or N, 77, D)
 
         # 4. Timesteps.
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        self.scheduler.set_timesteps(call.num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
 
         # 5. Starting noise, one generator per sample so each image depends only on its own seed.
@@ -199,14 +205,14 @@ class StyleCodesPipeline(DiffusionPipeline):
         latents = torch.stack(noise).to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma  # (N, 4, h, w)
 
         # 6. Style maps, once per generation; samples without a style get scale 0 (exactly the plain UNet).
-        style_map, scale = self._style_maps(samples, latent_shape[1:], device, dtype, do_cfg)
+        style = self._prepare_styles(samples, latent_shape[1:], device, do_cfg)
 
         # 7. Denoising loop.
         with self.progress_bar(total=len(timesteps)) as progress:
             for index, timestep in enumerate(timesteps):
                 model_input = torch.cat([latents] * 2) if do_cfg else latents
                 model_input = self.scheduler.scale_model_input(model_input, timestep)
-                eps = self._predict_noise(model_input, timestep, text_embeddings, style_map, scale)
+                eps = self._predict_noise(model_input, timestep, text_embeddings, style)
                 if do_cfg:
                     eps_uncond, eps_text = eps.chunk(2)
                     eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
@@ -221,7 +227,12 @@ class StyleCodesPipeline(DiffusionPipeline):
         decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # (N, 3, H, W)
         images = self.image_processor.postprocess(decoded.float(), output_type="pil")
         nsfw = self._check_safety(images, device)
-        settings = {"steps": num_inference_steps, "guidance_scale": guidance_scale, "width": width, "height": height}
+        settings = {
+            "steps": call.num_inference_steps,
+            "guidance_scale": guidance_scale,
+            "width": width,
+            "height": height,
+        }
         return StyleCodesPipelineOutput(
             images=images,
             nsfw_content_detected=nsfw,
@@ -270,27 +281,26 @@ class StyleCodesPipeline(DiffusionPipeline):
             raise ValueError("`style` images need the SigLIP `image_encoder`; this pipeline was built without one.")
         return StyleImageEncoder(self.image_encoder, self.control_model.autoencoder, version=self.model_version)
 
-    def _style_maps(
-        self, samples: list[_Sample], sample_size: tuple[int, int], device: torch.device, dtype: torch.dtype, cfg: bool
-    ) -> tuple[Tensor | None, Tensor | None]:
-        """(B, C, h, w) style maps and (B,) scales for the UNet batch, or (None, None) when no sample has a style."""
+    def _prepare_styles(
+        self, samples: list[_Sample], sample_size: tuple[int, int], device: torch.device, cfg: bool
+    ) -> PreparedStyle | None:
+        """The UNet batch's style maps and scales, ready for every step, or None when no sample has a style."""
         if all(sample.latent is None or sample.strength == 0 for sample in samples):
-            return None, None
+            return None
         zeros = torch.zeros(LATENT_DIM)  # placeholder for unstyled samples; scale 0 makes its map irrelevant
-        latents = torch.stack([zeros if s.latent is None else s.latent for s in samples]).to(device, dtype)  # (N, 20)
+        # (N, 20) float32: decode_style decodes in float32 and returns the map in the control stream's dtype
+        latents = torch.stack([zeros if s.latent is None else s.latent for s in samples]).to(device)
         scales = [0.0 if s.latent is None else s.strength for s in samples]
         style_map = self.control_model.decode_style(latents, *sample_size)  # (N, C_mid, h/8, w/8)
-        scale = torch.tensor(scales, device=device, dtype=dtype)  # (N,)
+        scale = torch.tensor(scales, dtype=torch.float64)  # (N,) on the CPU: prepare_style reads it without a sync
         if cfg:  # the published pipeline styles both halves of the guidance batch
             style_map, scale = torch.cat([style_map] * 2), torch.cat([scale] * 2)
-        return style_map, scale
+        return self.control_model.prepare_style(style_map, scale)  # which rows are styled, worked out once
 
-    def _predict_noise(
-        self, sample: Tensor, timestep: Tensor, text: Tensor, style_map: Tensor | None, scale: Tensor | None
-    ) -> Tensor:
-        if style_map is None:
+    def _predict_noise(self, sample: Tensor, timestep: Tensor, text: Tensor, style: PreparedStyle | None) -> Tensor:
+        if style is None:
             return self.unet(sample, timestep, encoder_hidden_states=text).sample
-        return self.control_model(self.unet, sample, timestep, text, style_map, conditioning_scale=scale)
+        return self.control_model(self.unet, sample, timestep, text, style)
 
     # ------------------------------------------------------------------------------------------------------ text
 
@@ -319,12 +329,18 @@ class StyleCodesPipeline(DiffusionPipeline):
         return embeddings.index_select(0, index)  # (2N or N, 77, D): negatives first, as the CFG split expects
 
     def _truncated_part(self, text: str) -> str:
+        """The end of `text` that the text encoder never sees, as the user wrote it ("" when all of it fits)."""
         limit = self.tokenizer.model_max_length
-        # Every character is at most one token, so this bound never truncates (and keeps the tokenizer quiet).
-        ids = self.tokenizer(text, truncation=True, max_length=len(text) + 2).input_ids  # with start and end tokens
-        if len(ids) <= limit:
+        # Not truncated: CLIP's BPE works on UTF-8 bytes, so one character can be several tokens (CJK, emoji) and
+        # no character-count bound is safe. verbose=False: an over-long text is expected here, not worth a log line.
+        fast = self.tokenizer.is_fast  # only fast tokenizers map tokens back to character offsets
+        encoding = self.tokenizer(text, truncation=False, verbose=False, return_offsets_mapping=fast)
+        if len(encoding.input_ids) <= limit:
             return ""
-        return self.tokenizer.decode(ids[limit - 1 : -1], skip_special_tokens=True).strip()
+        first_dropped = limit - 1  # truncation keeps the start token, the first limit - 2 text tokens, the end token
+        if fast:  # quote the original characters (decoding would lowercase them and drop unknown tokens)
+            return text[encoding.offset_mapping[first_dropped][0] :].strip()
+        return self.tokenizer.decode(encoding.input_ids[first_dropped:-1], skip_special_tokens=True).strip()
 
     # -------------------------------------------------------------------------------------------------- outputs
 
@@ -354,6 +370,17 @@ class StyleCodesPipeline(DiffusionPipeline):
         }
 
 
+@dataclass(frozen=True)
+class CheckedCall:
+    """`check_call_arguments`' result: one record per sample and the batch-wide settings, as plain Python values."""
+
+    samples: list[_Sample]
+    num_inference_steps: int
+    guidance_scale: float
+    width: int
+    height: int
+
+
 def check_call_arguments(
     *,
     prompt: Any,
@@ -366,10 +393,10 @@ def check_call_arguments(
     width: Any,
     height: Any,
     num_images_per_prompt: Any,
-) -> list[_Sample]:
+) -> CheckedCall:
     """Validate `StyleCodesPipeline.__call__`'s arguments (errors name the argument) without any model.
 
-    Returns one record per sample. Callers may run it before loading a model to fail fast.
+    Numpy scalars are accepted and returned as Python numbers. Callers may run it before loading a model to fail fast.
     """
     prompts = [prompt] if isinstance(prompt, str) else prompt
     if not isinstance(prompts, list | tuple) or not prompts or not all(isinstance(p, str) for p in prompts):
@@ -380,10 +407,9 @@ def check_call_arguments(
         raise ValueError(
             f"`prompt` x `num_images_per_prompt` asks for {total} images; at most {MAX_IMAGES_PER_CALL} per call."
         )
-    check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
-    check_number("guidance_scale", guidance_scale, *GUIDANCE_RANGE)
-    check_size("width", width)
-    check_size("height", height)
+    steps = check_int("num_inference_steps", num_inference_steps, 1, MAX_STEPS)
+    guidance = check_number("guidance_scale", guidance_scale, *GUIDANCE_RANGE)
+    width, height = check_size("width", width), check_size("height", height)
 
     def expand(name: str, value: Any, is_single: Callable[[Any], bool]) -> list[Any]:
         if is_single(value):
@@ -402,22 +428,20 @@ def check_call_arguments(
     for value in negatives:
         if not isinstance(value, str):
             raise ValueError(f"`negative_prompt` must be strings, got {_describe(value)}.")
-    for value in strengths:
-        check_number("strength", value, *STRENGTH_RANGE)
+    strengths = [check_number("strength", value, *STRENGTH_RANGE) for value in strengths]
     if seed is None:
         seeds = [secrets.randbelow(2**32) for _ in range(total)]
-    elif isinstance(seed, int) and not isinstance(seed, bool):
-        check_int("seed", seed, 0, MAX_SEED - total)
-        seeds = [seed + i for i in range(total)]
-    else:
-        seeds = expand("seed", seed, lambda v: False)
-        for value in seeds:
-            check_int("seed", value, 0, MAX_SEED)
+    elif isinstance(seed, list | tuple):
+        seeds = [check_int("seed", value, 0, MAX_SEED) for value in expand("seed", seed, lambda v: False)]
+    else:  # one seed for all: sample i gets seed + i (check_int refuses non-integers, numpy ones are fine)
+        first = check_int("seed", seed, 0, MAX_SEED - total)
+        seeds = [first + i for i in range(total)]
     prompts_per_sample = [p for p in prompts for _ in range(count)]
-    return [
-        _Sample(prompt=p, negative_prompt=n, seed=int(s), strength=float(k), style=y)
+    samples = [
+        _Sample(prompt=p, negative_prompt=n, seed=s, strength=k, style=y)
         for p, n, s, k, y in zip(prompts_per_sample, negatives, seeds, strengths, styles, strict=True)
     ]
+    return CheckedCall(samples, num_inference_steps=steps, guidance_scale=guidance, width=width, height=height)
 
 
 def latent_previews(latents: Tensor) -> list[PIL.Image.Image]:
@@ -468,6 +492,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_STRENGTH",
     "STRENGTH_RANGE",
+    "CheckedCall",
     "StepCallback",
     "StyleCodesPipeline",
     "StyleCodesPipelineOutput",

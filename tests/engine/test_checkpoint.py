@@ -86,6 +86,41 @@ def test_convert_round_trip(published_bin, tmp_path, tiny_config):
     assert load_state_dict(converted).keys() == load_state_dict(path).keys()
 
 
+@pytest.mark.parametrize(
+    ("state_dict", "message"),
+    [
+        ({"foo": torch.zeros(2)}, r"not a StyleCodes control checkpoint: 1 of its 1 tensors are outside.*`foo`"),
+        (
+            {"sref_autoencoder.input_proj.weight": torch.zeros(2), "unet.conv_in.weight": torch.zeros(2)},
+            r"1 of its 2 tensors are outside the module's parts.*`unet\.conv_in\.weight`",
+        ),
+        ({"sref_autoencoder.input_proj.weight": torch.zeros(2)}, r"no `control_model\.\*`, `middle_block_out\.\*`"),
+    ],
+)
+def test_convert_refuses_files_that_are_not_control_checkpoints(tmp_path, state_dict, message):
+    src, dst = tmp_path / "other.bin", tmp_path / "out.safetensors"
+    torch.save(state_dict, src)
+    with pytest.raises(CheckpointError, match=message):
+        convert_to_safetensors(src, dst)
+    assert not dst.exists()  # checked before anything is written
+
+
+def test_convert_checks_keys_and_shapes_against_the_expected_module(published_bin, tmp_path, tiny_config):
+    _, path = published_bin
+    with torch.device("meta"):  # keys and shapes only
+        other = StyleCodesControlModel.from_unet_config(
+            {**tiny_config["unet_config"], "block_out_channels": (32, 32, 64, 128)},
+            autoencoder_input_dim=tiny_config["autoencoder_input_dim"],
+            d_model=tiny_config["d_model"],
+            num_heads=tiny_config["num_heads"],
+        )
+    with pytest.raises(CheckpointError, match=r"wrong shape"):
+        convert_to_safetensors(path, tmp_path / "out.safetensors", expected=other)
+    assert not (tmp_path / "out.safetensors").exists()
+    expected = _build(tiny_config, seed=9)
+    assert convert_to_safetensors(path, tmp_path / "ok.safetensors", expected=expected).is_file()
+
+
 def test_convert_needs_a_safetensors_destination(published_bin, tmp_path):
     _, path = published_bin
     with pytest.raises(CheckpointError, match=r"\.safetensors"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -10,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
+from stylecodes import cli
 from stylecodes.cli import main
 from stylecodes.codec import parse_code
+from stylecodes.versions import get_spec
 
 LEGACY = "Aj8dPwAACD8rECAlCC8UGzU/HwI"
 CANONICAL = "C_d_AAI_rQglIvUb1_fC1"
@@ -85,6 +88,56 @@ def test_encode_reports_bad_files_and_encodes_the_rest(capsys, tmp_path, style_i
     assert "bad.png` is not an image" in err and "gone.jpg` does not exist" in err and "Traceback" not in err
 
 
+def test_encode_loads_and_encodes_in_chunks_printing_codes_as_they_come(capsys, monkeypatch, tmp_path, style_images):
+    from stylecodes.image_encoder import StyleImageEncoder
+
+    paths = []
+    for index in range(cli.ENCODE_CHUNK + 2):
+        paths.append(tmp_path / f"image-{index}.png")
+        style_images[index % 2].save(paths[-1])
+    events, printed = [], []
+
+    def lines_so_far() -> int:
+        printed.extend(capsys.readouterr().out.splitlines())
+        return len(printed)
+
+    def recording_load(name):
+        events.append(("load", lines_so_far()))
+        return load_image(name)
+
+    original_encode = StyleImageEncoder.encode
+
+    def recording_encode(self, images):
+        events.append(("encode", len(images)))
+        return original_encode(self, images)
+
+    load_image = cli.load_image
+    monkeypatch.setattr(cli, "load_image", recording_load)
+    monkeypatch.setattr(StyleImageEncoder, "encode", recording_encode)
+    assert main(["encode", *map(str, paths), "--model-version", "0"]) == 0
+    lines_so_far()
+    first_chunk = [("load", 0)] * cli.ENCODE_CHUNK + [("encode", cli.ENCODE_CHUNK)]
+    # the second chunk's files are read only after the first chunk's codes were printed
+    assert events == [*first_chunk, ("load", cli.ENCODE_CHUNK), ("load", cli.ENCODE_CHUNK), ("encode", 2)]
+    assert [line.split("\t")[1] for line in printed] == list(map(str, paths))
+    codes = [line.split("\t")[0] for line in printed]
+    assert codes[0::2] == [codes[0]] * 5 and codes[1::2] == [codes[1]] * 5 and codes[0] != codes[1]
+
+
+def test_encode_codes_do_not_depend_on_dtype(capsys, tmp_path, style_images):
+    image = tmp_path / "style.png"
+    style_images[1].save(image)
+    codes = {}
+    for dtype in ("float32", "bfloat16"):
+        code, out, err = run(capsys, "encode", str(image), "--model-version", "0", "--dtype", dtype)
+        assert code == 0, err
+        codes[dtype] = out.split("\t")[0]
+    assert codes["bfloat16"] == codes["float32"]
+    with pytest.raises(SystemExit) as exit_info:  # argparse: not one of the choices
+        main(["encode", str(image), "--dtype", "float8"])
+    assert exit_info.value.code == 2 and "invalid choice: 'float8'" in capsys.readouterr().err
+
+
 def test_imagine_bad_size_fails_before_loading(capsys, monkeypatch):
     def no_loading(*args, **kwargs):
         raise AssertionError("a model was loaded")
@@ -112,17 +165,40 @@ def test_imagine_version_1_offline_says_how_to_use_local_files(capsys, offline_h
     assert not (tmp_path / "x.png").exists()
 
 
-def test_convert_checkpoint(capsys, tmp_path):
+@pytest.fixture(scope="module")
+def demo_checkpoint(tmp_path_factory):
+    """The demo model's control module saved like the release: a torch pickle of {"controlnet": state_dict}."""
+    from stylecodes.demo import build_demo_components
+
+    state_dict = build_demo_components().control_model.state_dict()
+    path = tmp_path_factory.mktemp("checkpoint") / "control.bin"
+    torch.save({"controlnet": state_dict}, path)
+    return path, state_dict
+
+
+def test_convert_checkpoint(capsys, tmp_path, demo_checkpoint):
     from safetensors.torch import load_file
 
-    state_dict = {"sref_autoencoder.input_proj.weight": torch.arange(6.0).reshape(2, 3)}
-    src, dst = tmp_path / "control.bin", tmp_path / "out" / "control.safetensors"
-    torch.save({"controlnet": state_dict}, src)
-    code, out, _ = run(capsys, "convert-checkpoint", str(src), str(dst))
+    src, state_dict = demo_checkpoint
+    dst = tmp_path / "out" / "control.safetensors"
+    code, out, _ = run(capsys, "convert-checkpoint", str(src), str(dst), "--model-version", "0")
     assert code == 0 and out.strip() == str(dst)
-    assert torch.equal(load_file(str(dst))["sref_autoencoder.input_proj.weight"], state_dict[next(iter(state_dict))])
+    converted = load_file(str(dst))
+    assert converted.keys() == state_dict.keys()
+    assert all(torch.equal(converted[key], tensor) for key, tensor in state_dict.items())
     code, _, err = run(capsys, "convert-checkpoint", str(tmp_path / "missing.bin"), str(dst))
     assert_one_line_error(code, err, "missing.bin")
+
+
+def test_convert_checkpoint_refuses_other_files_before_writing(capsys, tmp_path, demo_checkpoint):
+    other, dst = tmp_path / "other.bin", tmp_path / "out.safetensors"
+    torch.save({"foo": torch.zeros(3)}, other)
+    code, _, err = run(capsys, "convert-checkpoint", str(other), str(dst), "--model-version", "0")
+    assert_one_line_error(code, err, "other.bin is not a StyleCodes control checkpoint", "`foo`", "`control_model.*`")
+    # A control checkpoint of another model: version 1's (SD1.5-sized) module does not fit the demo's tensors.
+    code, _, err = run(capsys, "convert-checkpoint", str(demo_checkpoint[0]), str(dst))
+    assert_one_line_error(code, err, "does not fit StyleCodesControlModel", "missing key(s)")
+    assert not dst.exists()
 
 
 def test_end_to_end_encode_then_imagine_writes_a_png(capsys, tmp_path, style_images):
@@ -144,6 +220,7 @@ def test_end_to_end_encode_then_imagine_writes_a_png(capsys, tmp_path, style_ima
         painted.load()
         pixels = painted.tobytes()
     assert metadata["style_code"] == stylecode and metadata["seed"] == 42 and metadata["model_version"] == 0
+    assert metadata["model_title"] == get_spec(0).title and metadata["base_model"] == "demo (built in-process)"
 
     # The same command paints the same picture.
     again = tmp_path / "again.png"
@@ -165,9 +242,75 @@ def test_code_starting_with_a_dash_is_read_as_the_code(capsys):
     assert_one_line_error(code, err, "`width` must be a multiple of 8")  # the code parsed; the width did not
 
 
+def test_imagine_with_a_style_image_paints_with_its_code(capsys, tmp_path, style_images, monkeypatch):
+    from stylecodes.engine import StyleEngine
+
+    style = tmp_path / "style.png"
+    style_images[0].save(style)
+    code, out, _ = run(capsys, "encode", str(style), "--model-version", "0")
+    assert code == 0
+    image_code = out.split("\t")[0]
+    loads = []
+    original_load = StyleEngine.load
+
+    def recording_load(version, **kwargs):
+        loads.append((version, kwargs["dtype"]))
+        return original_load(version, **kwargs)
+
+    monkeypatch.setattr(StyleEngine, "load", recording_load)
+    out_path = tmp_path / "styled.png"
+    argv = ["imagine", "a barn", "--style-image", str(style), "--model-version", "0", "--seed", "5", "--count", "2"]
+    code, out, err = run(capsys, *argv, "--steps", "2", "--width", "64", "--height", "64", "--out", str(out_path))
+    assert code == 0, err
+    assert loads == [(0, torch.float32)]
+    paths = [tmp_path / "styled-1.png", tmp_path / "styled-2.png"]
+    assert out.splitlines() == [f"{paths[0]}\tseed 5\tcode {image_code}", f"{paths[1]}\tseed 6\tcode {image_code}"]
+    assert err.count("not meaningful") == 1  # warnings are printed once, not once per image
+    for path, seed in zip(paths, (5, 6), strict=True):
+        with Image.open(path) as painted:
+            metadata = json.loads(painted.text["stylecodes"])
+        assert (metadata["style_code"], metadata["seed"]) == (image_code, seed)
+        assert metadata["model_title"] == get_spec(0).title
+
+
+def test_imagine_dtype_option_sets_the_engine_dtype(capsys, tmp_path, monkeypatch):
+    from stylecodes.engine import StyleEngine
+
+    loads = []
+    original_load = StyleEngine.load
+
+    def recording_load(version, **kwargs):
+        loads.append(kwargs["dtype"])
+        return original_load(version, **kwargs)
+
+    monkeypatch.setattr(StyleEngine, "load", recording_load)
+    out_path = tmp_path / "bf16.png"
+    argv = ["imagine", "a", "--code", "AAAAAAAAAAAAAAAAAAAA0", "--seed", "1", "--steps", "1", "--dtype", "bfloat16"]
+    code, _, err = run(capsys, *argv, "--width", "64", "--height", "64", "--out", str(out_path))
+    assert code == 0, err
+    assert loads == [torch.bfloat16]
+    with Image.open(out_path) as painted:
+        assert painted.size == (64, 64)
+
+
+@pytest.mark.parametrize("device", ["nonsense", "meta", "mps", "xpu", "cuda:x", "cpu:0", "CUDA"])
+def test_unsupported_devices_are_one_line(capsys, device):
+    code, _, err = run(capsys, "imagine", "a", "--code", "AAAAAAAAAAAAAAAAAAAA0", "--device", device)
+    assert_one_line_error(code, err, f"--device {device!r} is not supported; use auto, cpu, cuda or cuda:N")
+
+
+def test_cuda_device_index_must_exist(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    for name in ("cuda", "cuda:0", "cuda:1"):
+        options = argparse.Namespace(device=name, dtype="auto")
+        assert cli._device_and_dtype(options) == (torch.device(name), torch.float16)
+    message = r"--device cuda:2 does not exist: this machine has 2 CUDA GPU\(s\), so use cuda:0 to cuda:1"
+    with pytest.raises(cli.CliError, match=message):
+        cli._device_and_dtype(argparse.Namespace(device="cuda:2", dtype="auto"))
+
+
 def test_bad_device_is_one_line(capsys, tmp_path, style_images):
-    code, _, err = run(capsys, "imagine", "a", "--code", "AAAAAAAAAAAAAAAAAAAA0", "--device", "nonsense")
-    assert_one_line_error(code, err, "--device 'nonsense' is not a torch device")
     if not torch.cuda.is_available():
         image = tmp_path / "style.png"
         style_images[0].save(image)

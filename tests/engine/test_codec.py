@@ -159,6 +159,59 @@ def test_bad_mixes_are_rejected(text, message):
         codec.mix(text)
 
 
+@pytest.mark.parametrize(
+    ("levels", "version", "message"),
+    [
+        ((1.5,) + (0,) * 19, 1, r"levels must be integers in 0\.\.63, got 1\.5"),
+        ((True,) + (0,) * 19, 1, r"levels must be integers in 0\.\.63, got True"),
+        ((64,) + (0,) * 19, 1, r"levels must be integers in 0\.\.63, got 64"),
+        ((-1,) + (0,) * 19, 1, r"got -1"),
+        ((0,) * 19, 1, r"20 levels, got 19"),
+        ("A" * 20, 1, r"20 levels, got str"),
+        ((0,) * 20, 7, r"Unknown encoder version 7; known versions are 0, 1"),
+        ((0,) * 20, 2, r"Unknown encoder version 2"),
+        ((0,) * 20, "1", r"Unknown encoder version '1'"),
+        ((0,) * 20, 1.0, r"Unknown encoder version 1\.0"),
+    ],
+)
+def test_style_code_refuses_what_would_not_parse(levels, version, message):
+    with pytest.raises(CodeError, match=message):
+        StyleCode(levels, version)
+
+
+def test_style_code_takes_numpy_integers_as_plain_ints():
+    code = StyleCode(tuple(np.arange(20, dtype=np.int64)), np.int64(1))
+    assert code == StyleCode(tuple(range(20)), 1) and hash(code) == hash(StyleCode(tuple(range(20)), 1))
+    assert all(type(level) is int for level in code.levels) and type(code.version) is int
+
+
+@given(st.one_of(st.integers(2, 9), st.integers(-5, -1), st.integers(10, 99)))
+def test_random_code_of_an_unknown_version_is_refused(version):
+    with pytest.raises(CodeError, match=f"Unknown encoder version {version}"):
+        codec.random_code(version)
+
+
+_MALFORMED_LENGTHS = st.sampled_from([codec.CANONICAL_LENGTH, codec.LEGACY_LENGTH])
+
+
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        _MALFORMED_LENGTHS.flatmap(lambda n: st.text(min_size=n, max_size=n)),  # right length, any characters
+        _MALFORMED_LENGTHS.flatmap(  # right length, almost the right alphabet
+            lambda n: st.text(alphabet=codec.URLSAFE_ALPHABET + "+/=é 0123456789", min_size=n, max_size=n)
+        ),
+    )
+)
+def test_parsing_any_text_raises_only_code_error(text):
+    for parse in (parse_code, codec.mix):
+        try:
+            result = parse(text)
+        except CodeError:
+            continue
+        assert parse_code(result.canonical) == result  # whatever parses is a valid code
+
+
 def test_random_code_is_valid_and_seeded():
     rng_a, rng_b = np.random.default_rng(7), np.random.default_rng(7)
     a = codec.random_code(1, rng_a)

@@ -218,6 +218,8 @@ def test_sample_sizes_that_are_not_multiples_of_eight(golden: Golden):
         ({"conditioning_scale": "strong"}, "conditioning_scale"),
         ({"encoder_hidden_states": torch.zeros(1, 8, 32)}, "encoder_hidden_states"),
         ({"sample": torch.zeros(4, 16, 16)}, "sample"),
+        ({"style_map": [torch.zeros(64, 2, 2)] * 2}, "style_map"),
+        ({"style_map": torch.zeros(1, 64, 2, 2), "conditioning_scale": 0.0}, "style_map"),  # unstyled, still checked
     ],
 )
 def test_bad_forward_inputs_name_the_argument(golden: Golden, change, argument):
@@ -233,9 +235,75 @@ def test_bad_forward_inputs_name_the_argument(golden: Golden, change, argument):
         golden.model(golden.unet, **arguments)
 
 
+@pytest.mark.parametrize("style_map", [None, "map"])
+def test_sample_channels_and_text_width_must_fit_the_unet(golden: Golden, style_map):
+    maps = {None: None, "map": torch.zeros(2, 64, 2, 2)}[style_map]  # checked on the plain path too
+    sample, text = golden.io["sample"], golden.io["encoder_hidden_states"]
+    with pytest.raises(ValueError, match=r"`sample` must be a \(batch, 4, height, width\).*got \(2, 3, 16, 16\)"):
+        golden.model(golden.unet, sample[:, :3], golden.timestep, text, maps, 0.9)
+    with pytest.raises(ValueError, match=r"`encoder_hidden_states` must have 32 features.*cross_attention_dim.*got 16"):
+        golden.model(golden.unet, sample, golden.timestep, text[..., :16], maps, 0.9)
+
+
 def test_decode_style_rejects_a_wrong_latent_width(golden: Golden):
     with pytest.raises(ValueError, match="`latent`"):
         golden.model.decode_style(torch.zeros(1, 21), 16, 16)
+
+
+def test_decode_style_names_a_numpy_latent_and_how_to_convert_it(golden: Golden):
+    with pytest.raises(ValueError, match=r"`latent` must be a \(batch, 20\) torch tensor.*torch\.from_numpy.*ndarray"):
+        golden.model.decode_style(np.zeros((1, 20), dtype=np.float32), 16, 16)
+    with pytest.raises(ValueError, match=r"`sample_height` and `sample_width`.*must be positive"):
+        golden.model.decode_style(torch.zeros(1, 20), 0, 16)
+
+
+# ------------------------------------------------------------------------------------------ styles prepared once
+
+
+def test_prepared_style_gives_the_same_output_as_raw_maps(golden: Golden):
+    sample, text = golden.io["sample"], golden.io["encoder_hidden_states"]
+    maps = golden.model.decode_style(_latents([codec.parse_code(c) for c in golden.codes]), 16, 16)
+    with torch.no_grad():
+        for scale in (golden.scale, torch.tensor([0.0, golden.scale]), torch.tensor([0.4, golden.scale])):
+            prepared = golden.model.prepare_style(maps, scale)
+            raw = golden.model(golden.unet, sample, golden.timestep, text, maps, scale)
+            assert torch.equal(golden.model(golden.unet, sample, golden.timestep, text, prepared), raw)
+    assert golden.model.prepare_style(maps, torch.zeros(2)) is None  # nothing styled: the plain UNet's steps
+    only_second = golden.model.prepare_style(maps, torch.tensor([0.0, 0.5]))
+    assert only_second.rows.tolist() == [1] and only_second.batch_size == 2
+    assert torch.equal(only_second.style_map, maps[1:]) and only_second.scale.flatten().tolist() == [0.5]
+    assert golden.model.prepare_style(maps, 0.5).rows is None  # every row styled: no gather needed
+
+
+def test_steps_with_a_prepared_style_never_wait_for_the_device(golden: Golden, monkeypatch):
+    """Per step, nothing is read back to the host and no small tensor is built from Python values (on a GPU each
+    would wait for the queued work). Checked on the CPU by making every such call fail once the style is prepared."""
+    sample, text = golden.io["sample"], golden.io["encoder_hidden_states"]
+    maps = golden.model.decode_style(_latents([codec.parse_code(c) for c in golden.codes]), 16, 16)
+    timestep = torch.tensor(golden.timestep)
+    with torch.no_grad():
+        prepared = golden.model.prepare_style(maps, torch.tensor([0.0, golden.scale]))
+        expected = golden.model(golden.unet, sample, timestep, text, prepared)  # also fills the index caches
+
+        def read_back(*args, **kwargs):
+            raise AssertionError("a denoising step read a tensor back to the host or built one from Python values")
+
+        for name in ("__bool__", "item", "tolist", "nonzero", "cpu", "numpy"):
+            monkeypatch.setattr(torch.Tensor, name, read_back)
+        monkeypatch.setattr(torch, "tensor", read_back)
+        eps = golden.model(golden.unet, sample, timestep, text, prepared)
+    monkeypatch.undo()
+    assert torch.equal(eps, expected)
+
+
+def test_prepared_style_takes_no_second_scale(golden: Golden):
+    maps = golden.model.decode_style(_latents([codec.parse_code(c) for c in golden.codes]), 16, 16)
+    prepared = golden.model.prepare_style(maps, golden.scale)
+    with pytest.raises(ValueError, match=r"`conditioning_scale` must be None with a prepared style.*prepare_style"):
+        golden.model(golden.unet, golden.io["sample"], 1, golden.io["encoder_hidden_states"], prepared, 0.5)
+    with pytest.raises(ValueError, match=r"`style_map` must have shape \(4, 64, 2, 2\)"):  # batch of 4, maps of 2
+        sample, text = torch.cat([golden.io["sample"]] * 2), torch.cat([golden.io["encoder_hidden_states"]] * 2)
+        golden.model(golden.unet, sample, 1, text, prepared)
 
 
 def test_a_unet_of_another_layout_is_refused(golden: Golden):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from stylecodes import engine as engine_module
 from stylecodes.codec import parse_code, random_code
 from stylecodes.engine import GenerationRequest, GenerationResult, StyleEngine
+from stylecodes.images import load_image
 from stylecodes.versions import UnservedVersionError
 
 SMALL = {"steps": 2, "width": 64, "height": 64}
@@ -21,6 +25,16 @@ def test_request_defaults_are_the_published_settings():
     assert request.batch_key() == (20, 3.0, 512, 512)
     assert GenerationRequest(prompt="b", seed=2, strength=0.2).batch_key() == request.batch_key()
     assert GenerationRequest(prompt="a", seed=1, steps=4).batch_key() != request.batch_key()
+
+
+def test_request_fields_become_plain_python_numbers():
+    request = GenerationRequest(
+        "a", seed=np.int64(3), strength=np.float32(0.5), steps=np.int32(4), guidance_scale=np.float64(2.0),
+        width=np.int64(64), height=np.uint16(72),
+    )  # fmt: skip
+    values = (request.seed, request.strength, request.steps, request.guidance_scale, request.width, request.height)
+    assert values == (3, 0.5, 4, 2.0, 64, 72)
+    assert [type(value) for value in values] == [int, float, int, float, int, int]
 
 
 def test_demo_engine_properties(demo_engine):
@@ -104,6 +118,37 @@ def test_encode_gives_codes_of_the_engine_version(demo_engine, style_images):
     assert demo_engine.encode(style_images) == codes
 
 
+def test_encoding_stays_float32_in_a_half_precision_engine(demo_engine, style_images):
+    half = StyleEngine.load(0, dtype=torch.bfloat16)
+    pipeline = half.pipeline
+    assert half.dtype == torch.bfloat16 and pipeline.unet.dtype == torch.bfloat16
+    assert pipeline.control_model.dtype == torch.bfloat16  # the control stream follows the UNet
+    encoder = pipeline.style_image_encoder()
+    assert {parameter.dtype for parameter in encoder.vision_model.parameters()} == {torch.float32}
+    assert {parameter.dtype for parameter in encoder.autoencoder.parameters()} == {torch.float32}
+    assert half.encode(style_images) == demo_engine.encode(style_images)  # the same codes as in float32
+    pipeline.to(dtype=torch.float16)  # a later cast keeps them too
+    assert encoder.vision_model.dtype == torch.float32 and encoder.autoencoder.dtype == torch.float32
+    pipeline.to(dtype=torch.bfloat16)
+    [code] = half.encode(style_images[:1])
+    [result] = half.generate([GenerationRequest("a bridge", seed=3, style=code, **SMALL)])
+    assert result.image.size == (64, 64) and result.metadata["style_code"] == code.canonical
+
+
+def test_transparent_images_encode_alike_from_pil_and_from_a_file(demo_engine):
+    rng = np.random.default_rng(11)
+    rgba = rng.integers(0, 256, (64, 96, 4), dtype=np.uint8)
+    rgba[:, :48, 3] = 0  # the left half fully transparent: its (random) colours must not show
+    image = Image.fromarray(rgba, mode="RGBA")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    from_file = demo_engine.encode([load_image(buffer.getvalue())])
+    assert demo_engine.encode([image]) == from_file  # composited on white both ways
+    assert demo_engine.encode([image.convert("RGB")]) != from_file  # dropping alpha instead shows the hidden colours
+    styled = demo_engine.pipeline("a", style=image, seed=1, width=64, height=64, num_inference_steps=1)
+    assert styled.metadata[0]["style_code"] == from_file[0].canonical
+
+
 def test_encode_then_generate_with_the_code(demo_engine, style_images):
     [code] = demo_engine.encode(style_images[:1])
     [result] = demo_engine.generate([GenerationRequest("a bridge", seed=3, style=code, **SMALL)])
@@ -125,8 +170,6 @@ def test_published_style_engine_has_a_safety_checker(published_files, monkeypatc
 
 
 def test_encoding_without_an_image_encoder_says_so(demo_engine, monkeypatch):
-    from PIL import Image
-
     monkeypatch.setattr(demo_engine.pipeline, "image_encoder", None)
     with pytest.raises(ValueError, match="need the SigLIP `image_encoder`; this pipeline was built without one"):
         demo_engine.encode([Image.new("RGB", (32, 32), "white")])

@@ -9,7 +9,13 @@ from PIL import Image
 
 from stylecodes.autoencoder import StyleAutoencoder
 from stylecodes.checkpoint import CheckpointError
-from stylecodes.image_encoder import StyleImageEncoder, load_autoencoder, make_siglip_processor, siglip_hidden_states
+from stylecodes.image_encoder import (
+    StyleImageEncoder,
+    keep_float32,
+    load_autoencoder,
+    make_siglip_processor,
+    siglip_hidden_states,
+)
 from stylecodes.versions import VERSIONS
 
 
@@ -19,10 +25,25 @@ def demo_encoder() -> StyleImageEncoder:
 
 
 def test_processor_is_the_pinned_pil_backend_with_siglip_settings():
+    import transformers
+
     processor = make_siglip_processor()
-    assert type(processor).__name__ in ("SiglipImageProcessorPil", "SiglipImageProcessor")
+    # transformers 5 has a torchvision and a PIL backend and the PIL one is chosen on purpose; in transformers 4 the
+    # one SigLIP processor is the PIL/numpy one.
+    major = int(transformers.__version__.split(".")[0])
+    assert type(processor).__name__ == ("SiglipImageProcessorPil" if major >= 5 else "SiglipImageProcessor")
     assert processor.size == {"height": 224, "width": 224}
     assert list(processor.image_mean) == [0.5] * 3 and list(processor.image_std) == [0.5] * 3
+
+
+def test_keep_float32_moves_but_never_casts():
+    module = keep_float32(torch.nn.Linear(3, 2).to(torch.bfloat16))  # converted up when pinned
+    assert module.weight.dtype == torch.float32
+    weight = module.weight.detach().clone()
+    module.half().to(torch.bfloat16).to("cpu", torch.float16).double()
+    assert module.weight.dtype == torch.float32 and torch.equal(module.weight, weight)  # no precision lost either
+    module.to("meta", torch.float16)
+    assert module.weight.device.type == "meta" and module.weight.dtype == torch.float32  # the move still happens
 
 
 def test_preprocessing_is_resize_512_then_siglip(demo_encoder, style_images):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from types import SimpleNamespace
+import json
 
 import numpy as np
 import pytest
@@ -81,17 +81,22 @@ def test_unstyled_sample_in_a_styled_batch_is_the_plain_unet(pipe, codes):
     assert np.abs(_pixels(mixed.images[1]) - _pixels(plain.images[0])).max() <= 1
 
 
-def test_style_map_is_decoded_once_per_generation(pipe, codes, monkeypatch):
+def test_style_map_is_decoded_and_prepared_once_per_generation(pipe, codes, monkeypatch):
     calls = []
-    original = pipe.control_model.decode_style
+    decode, prepare = pipe.control_model.decode_style, pipe.control_model.prepare_style
 
-    def counting(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
+    def counting_decode(*args, **kwargs):
+        calls.append(("decode", args[0].shape))
+        return decode(*args, **kwargs)
 
-    monkeypatch.setattr(pipe.control_model, "decode_style", counting)
+    def counting_prepare(*args, **kwargs):
+        calls.append(("prepare", args[0].shape[0]))
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(pipe.control_model, "decode_style", counting_decode)
+    monkeypatch.setattr(pipe.control_model, "prepare_style", counting_prepare)
     pipe(["a", "b"], style=codes, seed=1, width=64, height=64, num_inference_steps=5)
-    assert calls == [torch.Size([2, 20])]
+    assert calls == [("decode", torch.Size([2, 20])), ("prepare", 4)]  # 4: both halves of the guidance batch
 
 
 def test_style_forms_code_text_latent_and_image_agree(pipe, demo_engine, codes, style_images):
@@ -129,6 +134,27 @@ def test_metadata_reproduces_the_image(pipe, codes):
     assert meta["model_version"] == 0 and meta["scheduler"] == "DDIM"
 
 
+def test_numpy_scalars_are_accepted_and_the_metadata_is_plain_json(pipe, codes):
+    numpy_values = {
+        "strength": np.float32(0.5),
+        "guidance_scale": np.float64(2.5),
+        "num_inference_steps": np.int64(2),
+        "seed": np.int64(3),
+        "width": np.int32(64),
+        "height": np.uint16(64),
+    }
+    out = pipe("a", style=codes[0], **numpy_values)
+    [meta] = out.metadata
+    assert json.loads(json.dumps(meta)) == meta
+    settings = {name: meta[name] for name in ("strength", "guidance_scale", "steps", "seed", "width", "height")}
+    assert settings == {"strength": 0.5, "guidance_scale": 2.5, "steps": 2, "seed": 3, "width": 64, "height": 64}
+    assert [type(value) for value in settings.values()] == [float, float, int, int, int, int]
+    plain = pipe("a", style=codes[0], **{name: value.item() for name, value in numpy_values.items()})
+    assert np.array_equal(_pixels(out.images[0]), _pixels(plain.images[0]))
+    listed = pipe(["a", "b"], seed=[np.int64(8), np.uint32(9)], width=64, height=64, num_inference_steps=1)
+    assert [m["seed"] for m in listed.metadata] == [8, 9] and all(type(m["seed"]) is int for m in listed.metadata)
+
+
 def test_images_per_prompt_and_int_seed(pipe, codes):
     out = pipe(["a", "b"], style=[codes[0], None], num_images_per_prompt=2, seed=100, **FAST)
     assert len(out.images) == 4
@@ -149,6 +175,23 @@ def test_long_prompt_is_truncated_with_a_warning(pipe):
     longer = pipe(long_prompt + " and a moat", seed=1, **FAST)
     assert np.array_equal(_pixels(alone.images[0]), _pixels(longer.images[0]))
     assert out.warnings[1] == [out.warnings[1][0]] and pipe("short", seed=1, **FAST).warnings == [[]]
+
+
+@pytest.mark.parametrize(
+    ("prompt", "ignored"),
+    [
+        # 3 UTF-8 bytes, so 3 byte-level tokens, per character: 25 of the 40 fit in the 75 text tokens.
+        ("猫" * 40, "猫" * 15),
+        # "sunset" is 6 tokens, each emoji 4: 17 emojis fit whole, the 18th only in part, so it counts as ignored.
+        ("sunset " + "🌅🐱" * 20 + " end", ("🌅🐱" * 20)[17:] + " end"),
+    ],
+)
+def test_long_non_ascii_prompt_is_truncated_with_a_warning(pipe, prompt, ignored):
+    assert len(prompt) + 2 < 77  # fewer characters than tokens: a per-character bound would miss these
+    [warnings] = pipe(prompt, seed=1, width=64, height=64, num_inference_steps=1).warnings
+    assert warnings == [
+        f"The prompt is longer than the text encoder's 77 tokens; this end of it was ignored: “{ignored}”."
+    ]
 
 
 def test_callback_gets_every_step_and_lazy_previews(pipe, codes):
@@ -182,7 +225,11 @@ def test_latent_previews_are_small_rgb_images():
         ({"strength": [0.5, 0.5, 0.5]}, r"`strength` must be a single value or a list of 1 .* or 1"),
         ({"guidance_scale": -1}, r"`guidance_scale`"),
         ({"seed": -1}, r"`seed` must be between 0"),
+        ({"seed": 1.5}, r"`seed` must be an integer, got float 1.5"),
+        ({"seed": np.float64(2)}, r"`seed` must be an integer"),
+        ({"seed": "7"}, r"`seed` must be an integer, got str '7'"),
         ({"seed": [1, 2]}, r"`seed` must be a single value or a list"),
+        ({"seed": [1.5]}, r"`seed` must be an integer"),
         ({"prompt": []}, r"`prompt` must be a string"),
         ({"prompt": ["ok", 3]}, r"`prompt` must be a string"),
         ({"negative_prompt": 5}, r"`negative_prompt`"),
@@ -276,25 +323,70 @@ def test_pickle_checkpoint_loads_like_safetensors(published_files, monkeypatch):
         assert torch.equal(value, expected[key]), key
 
 
-def test_single_file_base_goes_through_from_single_file(published_files, monkeypatch, tmp_path, demo_engine):
-    # A real SD1.5 single file cannot be made offline (diffusers only converts original-format files *to* diffusers),
-    # so this checks the wiring up to diffusers: the file is handed to from_single_file, its components are used,
-    # and no safety checker is loaded for single files.
+def _single_file_base(published_files, monkeypatch, tmp_path):
+    """Point version 1's base model at a (placeholder) single-file checkpoint."""
     single = tmp_path / "my-finetune.safetensors"
     single.write_bytes(b"placeholder")
     env = published_files.env()
     env[published_files.spec.env_var("BASE_MODEL")] = str(single)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    calls = []
+    return single
 
-    def fake_from_single_file(path, **kwargs):
-        calls.append((path, kwargs))
-        demo = demo_engine.pipeline
-        return SimpleNamespace(vae=demo.vae, text_encoder=demo.text_encoder, tokenizer=demo.tokenizer, unet=demo.unet)
 
-    monkeypatch.setattr("diffusers.StableDiffusionPipeline.from_single_file", fake_from_single_file)
+def test_single_file_base_loads_through_diffusers_without_a_safety_checker(
+    published_files, monkeypatch, tmp_path, demo_engine
+):
+    # A real SD1.5 single file cannot be made offline (diffusers only converts original-format files *to* diffusers),
+    # so diffusers' own `from_single_file` runs with only its file reading and per-component conversion replaced:
+    # the keyword handling that decides whether a safety checker is loaded (or downloaded) is the real one.
+    from diffusers.loaders import single_file
+
+    single = _single_file_base(published_files, monkeypatch, tmp_path)
+    demo = demo_engine.pipeline
+    parts = {"vae": demo.vae, "text_encoder": demo.text_encoder, "tokenizer": demo.tokenizer, "unet": demo.unet}
+    parts["scheduler"] = make_scheduler()
+    read, converted = [], []
+
+    def read_checkpoint(path, **kwargs):
+        read.append(path)
+        return {"state_dict": {}}
+
+    def convert(*, name, **kwargs):
+        converted.append(name)
+        return parts.get(name)  # (None for anything this test does not expect; the list below names it)
+
+    def legacy_safety_checker(*args, **kwargs):
+        raise AssertionError("diffusers' deprecated safety-checker loader ran (it downloads CompVis' checker)")
+
+    monkeypatch.setattr(single_file, "load_single_file_checkpoint", read_checkpoint)
+    config = {"pretrained_model_name_or_path": str(published_files.base_folder)}  # configs from the SD1.5 folder
+    monkeypatch.setattr(single_file, "fetch_diffusers_config", lambda checkpoint: config)
+    monkeypatch.setattr(single_file, "load_single_file_sub_model", convert)
+    monkeypatch.setattr(single_file, "_legacy_load_safety_checker", legacy_safety_checker)
     pipeline, label = engine_module._load_published_pipeline(published_files.spec)
-    assert calls == [(str(single), {"load_safety_checker": False})]
-    assert label == str(single) and pipeline.safety_checker is None
-    assert pipeline.unet is demo_engine.pipeline.unet
+    assert read == [str(single)]
+    assert sorted(converted) == ["scheduler", "text_encoder", "tokenizer", "unet", "vae"]  # no checker, no extractor
+    assert label == str(single) and pipeline.safety_checker is None and pipeline.feature_extractor is None
+    assert pipeline.unet is demo.unet
+
+
+def test_single_file_missing_a_component_is_a_model_load_error(published_files, monkeypatch, tmp_path):
+    from diffusers.loaders.single_file_utils import SingleFileComponentError
+
+    from stylecodes.hub import ModelLoadError
+
+    single = _single_file_base(published_files, monkeypatch, tmp_path)
+
+    def incomplete(path, **kwargs):
+        raise SingleFileComponentError(
+            "Failed to load CLIPTextModel. Weights for this component appear to be missing in the checkpoint.\n"
+            "Please load the component before passing it in as an argument to `from_single_file`.\n"
+        )
+
+    monkeypatch.setattr("diffusers.StableDiffusionPipeline.from_single_file", incomplete)
+    with pytest.raises(ModelLoadError) as error:
+        engine_module._load_published_pipeline(published_files.spec)
+    message = str(error.value)
+    assert str(single) in message and "Failed to load CLIPTextModel" in message and "diffusers folder" in message
+    assert "from_single_file" not in message  # diffusers' code recipe is for developers, not for users
