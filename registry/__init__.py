@@ -8,13 +8,19 @@ from .browse import AUTOCOMPLETE_MAX, SORTS, Page, autocomplete_names, browse, s
 from .config import database_url_from_env, default_database_url
 from .db import create_engine, create_session_factory, upgrade_to_head
 from .errors import (
+    DuplicateJobError,
     InvalidCodeError,
     InvalidCursorError,
+    InvalidFilterError,
+    InvalidJobIdError,
     InvalidNameError,
     InvalidPreviewError,
     InvalidReferenceError,
     InvalidSettingError,
+    InvalidSortError,
     InvalidStatusError,
+    InvalidTextError,
+    InvalidUsageError,
     InvalidVisibilityError,
     LimitExceededError,
     NameTakenError,
@@ -39,7 +45,7 @@ from .models import (
     User,
 )
 from .names import RESERVED_NAMES, normalise_name, parse_reference
-from .similar import SimilarStyle, similar_styles
+from .similar import SimilarStyle, similar_styles, warm_similar_index
 from .styles import (
     add_revision,
     create_style,
@@ -62,10 +68,11 @@ from .styles import (
 from .usage import (
     StyleHistory,
     get_usage,
+    mark_usage_delivered,
     record_usage,
-    set_usage_message_link,
     set_usage_status,
     style_history,
+    undelivered_usages,
     unfinished_usages,
 )
 
@@ -76,16 +83,22 @@ __all__ = [
     "USAGE_STATUSES",
     "VISIBILITIES",
     "Base",
+    "DuplicateJobError",
     "Favourite",
     "GuildHide",
     "GuildSettings",
     "InvalidCodeError",
     "InvalidCursorError",
+    "InvalidFilterError",
+    "InvalidJobIdError",
     "InvalidNameError",
     "InvalidPreviewError",
     "InvalidReferenceError",
     "InvalidSettingError",
+    "InvalidSortError",
     "InvalidStatusError",
+    "InvalidTextError",
+    "InvalidUsageError",
     "InvalidVisibilityError",
     "LimitExceededError",
     "NameTakenError",
@@ -121,6 +134,7 @@ __all__ = [
     "get_usage",
     "hide_in_guild",
     "list_revisions",
+    "mark_usage_delivered",
     "normalise_name",
     "parse_reference",
     "record_usage",
@@ -128,14 +142,15 @@ __all__ = [
     "restore_style",
     "search",
     "set_revision_preview",
-    "set_usage_message_link",
     "set_usage_status",
     "similar_styles",
     "style_history",
     "suggest_names",
     "toggle_favourite",
+    "undelivered_usages",
     "unfinished_usages",
     "update_guild_settings",
     "upgrade_to_head",
     "upsert_user",
+    "warm_similar_index",
 ]

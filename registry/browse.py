@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from dataclasses import dataclass
 
@@ -17,9 +18,9 @@ from sqlalchemy import column, exists, func, literal_column, select, table, tupl
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ._sql import dialect_name
-from .errors import InvalidCursorError, LimitExceededError
+from .errors import InvalidCursorError, InvalidFilterError, InvalidSortError, InvalidTextError
 from .models import Style, StyleTag, utcnow
-from .names import normalise_tags
+from .names import INT32_MAX, check_limit, normalise_tags
 from .trending import WINDOW, window_floor
 from .visibility import visible_to
 
@@ -31,6 +32,8 @@ _NAME_PREFIX = re.compile(r"^[a-z0-9-]*$")
 _WORD = re.compile(r"[^\W_]+")
 _SEARCH_WORDS_MAX = 8
 SEARCH_CANDIDATES = 200
+_CURSOR_MAX = 200  # characters; a real cursor is under 60
+VERSION_RANGE = (0, 9)  # the encoder version digit of a stylecode
 
 
 @dataclass
@@ -52,9 +55,10 @@ async def browse(
     limit: int = 25,
 ) -> Page:
     """Visible styles in `sort` order (new, popular, trending, favourites), optionally filtered."""
-    if sort not in SORTS:
-        raise InvalidCursorError(f"`{sort}` is not a sort; use one of {', '.join(SORTS)}.")
-    _check_limit(limit, PAGE_MAX)
+    if not isinstance(sort, str) or sort not in SORTS:
+        raise InvalidSortError(f"`{sort}` is not a sort; use one of {', '.join(SORTS)}.")
+    check_limit(limit, PAGE_MAX)
+    _check_filters(author_id, version)
     key = _SORT_KEYS.get(sort)
     statement = select(Style).where(visible_to(user_id, guild_id))
     if tag is not None:
@@ -86,9 +90,16 @@ async def browse(
     return Page(items=items, next_cursor=next_cursor)
 
 
-def _check_limit(limit: int, maximum: int) -> None:
-    if not isinstance(limit, int) or not 1 <= limit <= maximum:
-        raise LimitExceededError(f"`limit` must be between 1 and {maximum}, got {limit!r}.")
+def _check_filters(author_id: int | None, version: int | None) -> None:
+    if author_id is not None and (isinstance(author_id, bool) or not isinstance(author_id, int)):
+        raise InvalidFilterError(f"The author filter is a Discord user id (a whole number), got {author_id!r}.")
+    low, high = VERSION_RANGE
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or not low <= version <= high
+    ):
+        raise InvalidFilterError(
+            f"The version filter is an encoder version digit from {low} to {high}, got {version!r}."
+        )
 
 
 def _encode_cursor(sort: str, key: float | int | None, style_id: int) -> str:
@@ -97,14 +108,34 @@ def _encode_cursor(sort: str, key: float | int | None, style_id: int) -> str:
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[float | int | None, int]:
+    """The (key, id) a cursor made by `_encode_cursor` for `sort` holds; anything else is refused."""
+    damaged = InvalidCursorError("That page cursor is damaged; start again from the first page.")
+    if not isinstance(cursor, str) or len(cursor) > _CURSOR_MAX:
+        raise damaged
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        cursor_sort, key, style_id = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
-        raise InvalidCursorError("That page cursor is damaged; start again from the first page.") from None
-    if cursor_sort != sort or not isinstance(style_id, int) or not isinstance(key, int | float | None):
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise damaged from None
+    if not (isinstance(decoded, list) and len(decoded) == 3 and decoded[0] in SORTS):
+        raise damaged
+    cursor_sort, key, style_id = decoded
+    if cursor_sort != sort:
         raise InvalidCursorError(f"That cursor belongs to another listing, not the `{sort}` sort; start again.")
+    if not _is_int(style_id) or not 1 <= style_id <= INT32_MAX:
+        raise damaged
+    if sort == "new":
+        valid = key is None
+    elif sort == "trending":  # a finite score (JSON also spells NaN and Infinity)
+        valid = (_is_int(key) and abs(key) <= 2**53) or (isinstance(key, float) and math.isfinite(key))
+    else:  # use or favourite counts
+        valid = _is_int(key) and 0 <= key <= INT32_MAX
+    if not valid:
+        raise damaged
     return key, style_id
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # --- search ---------------------------------------------------------------------------------------------
@@ -117,9 +148,11 @@ async def search(
 ) -> list[Style]:
     """Visible styles whose name, description or tags contain every word of `query` (the last word also
     as a prefix), best match first (SQLite FTS5 bm25 / PostgreSQL ts_rank) among the newest
-    `SEARCH_CANDIDATES` matches."""
-    _check_limit(limit, PAGE_MAX)
-    words = [word.lower() for word in _WORD.findall(query or "")][:_SEARCH_WORDS_MAX]
+    `SEARCH_CANDIDATES` visible matches."""
+    if not isinstance(query, str):
+        raise InvalidTextError(f"A search query must be text, got {type(query).__name__}.")
+    check_limit(limit, PAGE_MAX)
+    words = [word.lower() for word in _WORD.findall(query)][:_SEARCH_WORDS_MAX]
     if not words:
         return []
     # Whole words first: a prefix term (``word*``) merges the posting lists of every word it expands
@@ -136,13 +169,17 @@ async def search(
 async def _search(
     session: AsyncSession, words: list[str], *, prefix: bool, user_id: int | None, guild_id: int | None, limit: int
 ) -> list[Style]:
+    # Visibility (soft delete and guild hides included) is part of the candidate query, before its
+    # LIMIT: invisible matches never take a candidate's place.
+    visible = visible_to(user_id, guild_id)
     if dialect_name(session) == "sqlite":
         terms = [f'"{word}"' for word in words]
         if prefix:
             terms[-1] += "*"
         candidates = (
             select(_FTS.c.rowid.label("id"), _FTS.c.rank.label("rank"))
-            .where(literal_column("style_fts").op("MATCH")(" ".join(terms)))
+            .join(Style, Style.id == _FTS.c.rowid)
+            .where(literal_column("style_fts").op("MATCH")(" ".join(terms)), visible)
             .order_by(_FTS.c.rowid.desc())
         )
         higher_is_better = False  # bm25
@@ -154,17 +191,16 @@ async def _search(
         document = literal_column("styles.search_tsv")  # stored generated column with a GIN index (migration)
         candidates = (
             select(Style.id.label("id"), func.ts_rank(document, tsquery).label("rank"))
-            .where(document.op("@@")(tsquery))
+            .where(document.op("@@")(tsquery), visible)
             .order_by(Style.id.desc())
         )
         higher_is_better = True  # ts_rank
-    # Rank only the newest SEARCH_CANDIDATES matches: ranking all of them costs ~200 ms for a word in
-    # 20 % of 1M styles, while a query that narrows to fewer matches is ranked exactly.
+    # Rank only the newest SEARCH_CANDIDATES visible matches: ranking all of them costs ~200 ms for a
+    # word in 20 % of 1M styles, while a query that narrows to fewer matches is ranked exactly.
     matches = candidates.limit(SEARCH_CANDIDATES).subquery("matches")
     statement = (
         select(Style)
         .join(matches, matches.c.id == Style.id)
-        .where(visible_to(user_id, guild_id))
         .order_by(matches.c.rank.desc() if higher_is_better else matches.c.rank, Style.id)
     )
     return list(await session.scalars(statement.limit(limit)))
@@ -177,8 +213,11 @@ async def autocomplete_names(
     session: AsyncSession, prefix: str, *, user_id: int | None, guild_id: int | None, limit: int = AUTOCOMPLETE_MAX
 ) -> list[str]:
     """Visible names starting with `prefix`, alphabetically. Typing never raises: junk gives []."""
-    _check_limit(limit, AUTOCOMPLETE_MAX)
-    prefix = (prefix or "").strip().lower().partition("@")[0]
+    check_limit(limit, AUTOCOMPLETE_MAX)
+    prefix = "" if prefix is None else prefix
+    if not isinstance(prefix, str):
+        return []
+    prefix = prefix.strip().lower().partition("@")[0]
     if not _NAME_PREFIX.match(prefix):
         return []
     statement = select(Style.name).where(visible_to(user_id, guild_id))

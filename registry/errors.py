@@ -46,7 +46,19 @@ class InvalidCodeError(RegistryError):
 
 
 class InvalidCursorError(RegistryError):
-    """A browse cursor was damaged or belongs to another sort."""
+    """A browse cursor was damaged, hand-made, or belongs to another sort."""
+
+
+class InvalidSortError(RegistryError):
+    """`browse` was asked for a sort order that does not exist."""
+
+
+class InvalidFilterError(RegistryError):
+    """A browse filter (author id, encoder version) is of the wrong type or out of range."""
+
+
+class InvalidTextError(RegistryError):
+    """A description, note or search query is not text."""
 
 
 class InvalidSettingError(RegistryError):
@@ -55,6 +67,18 @@ class InvalidSettingError(RegistryError):
 
 class UsageNotFoundError(RegistryError):
     """No usage row has this job id."""
+
+
+class InvalidUsageError(RegistryError):
+    """A generation request field (seed, steps, size, prompt, ...) is of the wrong type or out of range."""
+
+
+class InvalidJobIdError(InvalidUsageError):
+    """A job id is not a uuid4 hex string."""
+
+
+class DuplicateJobError(RegistryError):
+    """A usage row with this job id was already recorded."""
 
 
 class InvalidStatusError(RegistryError):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ._sql import atomic
+from ._sql import atomic, insert
 from .errors import InvalidSettingError
 from .models import GuildSettings, utcnow
 
@@ -28,29 +30,50 @@ async def update_guild_settings(
     default_steps: int | None = None,
     allow_nsfw_outside_nsfw_channels: bool | None = None,
 ) -> GuildSettings:
-    """Change some settings (None = leave as is); values are checked before anything is written."""
+    """Change some settings (None = leave as is); values are checked before anything is written.
+
+    Safe under concurrency, first write included: the defaults row is inserted with ``ON CONFLICT DO
+    NOTHING`` (a racing first write waits for the other's insert), then locked and updated.
+    """
     low, high = STRENGTH_RANGE
-    if default_strength is not None and not low <= default_strength <= high:
-        raise InvalidSettingError(f"The default strength must be between {low} and {high}, got {default_strength}.")
-    low_steps, high_steps = STEPS_RANGE
-    if default_steps is not None and (
-        not isinstance(default_steps, int) or not low_steps <= default_steps <= high_steps
+    if default_strength is not None and (
+        isinstance(default_strength, bool)
+        or not isinstance(default_strength, Real)
+        or not low <= default_strength <= high  # also refuses NaN
     ):
         raise InvalidSettingError(
-            f"The default steps must be a whole number between {low_steps} and {high_steps}, got {default_steps}."
+            f"The default strength must be a number between {low} and {high}, got {default_strength!r}."
+        )
+    low_steps, high_steps = STEPS_RANGE
+    if default_steps is not None and (
+        isinstance(default_steps, bool)
+        or not isinstance(default_steps, Integral)
+        or not low_steps <= default_steps <= high_steps
+    ):
+        raise InvalidSettingError(
+            f"The default steps must be a whole number between {low_steps} and {high_steps}, got {default_steps!r}."
+        )
+    if allow_nsfw_outside_nsfw_channels is not None and not isinstance(allow_nsfw_outside_nsfw_channels, bool):
+        raise InvalidSettingError(
+            f"The NSFW setting is on or off (True or False), got {allow_nsfw_outside_nsfw_channels!r}."
         )
     async with atomic(session):
-        settings = await session.scalar(
-            select(GuildSettings).where(GuildSettings.guild_id == guild_id).with_for_update()
+        await session.execute(
+            insert(session, GuildSettings)
+            .values(guild_id=guild_id, updated_at=utcnow(), **DEFAULTS)
+            .on_conflict_do_nothing(index_elements=[GuildSettings.guild_id])
         )
-        if settings is None:
-            settings = GuildSettings(guild_id=guild_id, **DEFAULTS)
-            session.add(settings)
+        settings = await session.scalar(
+            select(GuildSettings)
+            .where(GuildSettings.guild_id == guild_id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
         if default_strength is not None:
             settings.default_strength = float(default_strength)
         if default_steps is not None:
-            settings.default_steps = default_steps
+            settings.default_steps = int(default_steps)
         if allow_nsfw_outside_nsfw_channels is not None:
-            settings.allow_nsfw_outside_nsfw_channels = bool(allow_nsfw_outside_nsfw_channels)
+            settings.allow_nsfw_outside_nsfw_channels = allow_nsfw_outside_nsfw_channels
         settings.updated_at = utcnow()
     return settings

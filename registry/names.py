@@ -7,11 +7,13 @@ from collections.abc import Iterable
 
 from stylecodes.codec import CANONICAL_LENGTH, LEGACY_LENGTH, CodeError, parse_code
 
-from .errors import InvalidNameError, InvalidReferenceError, LimitExceededError
+from .errors import InvalidNameError, InvalidReferenceError, InvalidTextError, LimitExceededError
 from .models import DESCRIPTION_MAX, NAME_MAX, NOTE_MAX, TAG_MAX, TAGS_MAX
 
 NAME_MIN = 3
 TAG_MIN = 2
+INT32_MAX = 2**31 - 1  # ids, revision numbers and counters are 32-bit integers on PostgreSQL
+_DECIMAL = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts '²' and other scripts' digits
 _NAME_RE = re.compile(rf"^[a-z0-9][a-z0-9-]{{{NAME_MIN - 2},{NAME_MAX - 2}}}[a-z0-9]$")
 _TAG_RE = re.compile(rf"^[a-z0-9][a-z0-9-]{{0,{TAG_MAX - 2}}}[a-z0-9]$")
 _NAME_RULE = (
@@ -70,19 +72,40 @@ def parse_reference(ref: str) -> tuple[str, int | None]:
     if not sep or revision_part.strip().lower() == "latest":
         return name, None
     revision_text = revision_part.strip()
-    if not revision_text.isdigit() or int(revision_text) < 1:
+    digits = revision_text.lstrip("0")
+    if not _DECIMAL.fullmatch(revision_text) or not digits:
         raise InvalidReferenceError(
             f"`@{_clip(revision_text)}` is not a revision: write `{name}@3` for revision 3 or `{name}@latest`."
         )
-    return name, int(revision_text)
+    # The length is checked first: int() of thousands of digits is slow (and refused past 4300 digits).
+    if len(digits) > len(str(INT32_MAX)) or int(digits) > INT32_MAX:
+        raise InvalidReferenceError(
+            f"`@{_clip(revision_text)}` is far beyond any revision (they are numbered 1, 2, 3, ...); "
+            f"use `{name}@latest` for the newest."
+        )
+    return name, int(digits)
+
+
+def check_limit(value: int, maximum: int, *, what: str = "limit", minimum: int = 1) -> int:
+    """A page size or count: a whole number in ``minimum..maximum``, else `LimitExceededError`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise LimitExceededError(f"`{what}` must be a whole number from {minimum} to {maximum}, got {value!r}.")
+    return value
 
 
 def normalise_tags(tags: Iterable[str] | str) -> str:
     """Validate tags (a list, or text separated by spaces/commas) -> the stored space-separated form."""
-    items = re.split(r"[\s,]+", tags) if isinstance(tags, str) else list(tags)
+    if isinstance(tags, str):
+        items = re.split(r"[\s,]+", tags)
+    elif isinstance(tags, Iterable) and not isinstance(tags, bytes | bytearray):
+        items = list(tags)
+    else:
+        raise InvalidNameError(f"Tags are a list of words or one text of words, got {type(tags).__name__}.")
     cleaned: list[str] = []
     for raw in items:
-        tag = str(raw).strip().lower().lstrip("#")
+        if not isinstance(raw, str):
+            raise InvalidNameError(f"A tag must be text, got {type(raw).__name__} `{_clip(repr(raw))}`.")
+        tag = raw.strip().lower().lstrip("#")
         if not tag or tag in cleaned:
             continue
         if not _TAG_RE.match(tag):
@@ -95,8 +118,8 @@ def normalise_tags(tags: Iterable[str] | str) -> str:
     return " ".join(cleaned)
 
 
-def check_description(description: str) -> str:
-    description = (description or "").strip()
+def check_description(description: str | None) -> str:
+    description = _text(description, "The description").strip()
     if len(description) > DESCRIPTION_MAX:
         raise LimitExceededError(
             f"The description has {len(description)} characters; the limit is {DESCRIPTION_MAX}. Shorten it."
@@ -104,11 +127,19 @@ def check_description(description: str) -> str:
     return description
 
 
-def check_note(note: str) -> str:
-    note = (note or "").strip()
+def check_note(note: str | None) -> str:
+    note = _text(note, "The revision note").strip()
     if len(note) > NOTE_MAX:
         raise LimitExceededError(f"The revision note has {len(note)} characters; the limit is {NOTE_MAX}.")
     return note
+
+
+def _text(value: str | None, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidTextError(f"{what} must be text, got {type(value).__name__}.")
+    return value
 
 
 def _clip(text: str, limit: int = 40) -> str:

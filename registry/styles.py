@@ -23,15 +23,17 @@ from .errors import (
     InvalidVisibilityError,
     NameTakenError,
     PermissionDeniedError,
+    RegistryError,
     RevisionNotFoundError,
     StyleNotFoundError,
 )
 from .models import VISIBILITIES, Favourite, GuildHide, Revision, Style, StyleTag, User, utcnow
-from .names import check_description, check_note, normalise_name, normalise_tags, parse_reference
+from .names import check_description, check_limit, check_note, normalise_name, normalise_tags, parse_reference
 from .visibility import visible_to
 
 MAX_PREVIEW_BYTES = 4 * 1024 * 1024  # a 4-image WebP grid is ~100-300 KB
 SUGGESTIONS = 3
+FIND_BY_CODE_MAX = 100
 _SUGGESTION_NEIGHBOURS = 50  # names read on each side of the misspelt one (bounded work per miss)
 
 
@@ -94,11 +96,11 @@ async def create_style(
     guild_id: int | None,
     visibility: str = "public",
     description: str = "",
-    tags: list[str] | str = (),
+    tags: list[str] | str | None = (),
     note: str = "",
     owner_name: str | None = None,
 ) -> Revision:
-    """Save `code` under a new `name` as revision 1. Returns the revision with its style loaded."""
+    """Save `code` under a new `name` as revision 1 (`tags=None`: no tags). Returns the revision, style loaded."""
     return await _create(
         session,
         name=name,
@@ -107,7 +109,7 @@ async def create_style(
         guild_id=guild_id,
         visibility=visibility,
         description=description,
-        tags=tags,
+        tags=() if tags is None else tags,
         note=note,
         owner_name=owner_name,
         parent_id=None,
@@ -121,13 +123,23 @@ async def fork_style(
     new_name: str,
     user_id: int,
     guild_id: int | None,
-    visibility: str = "public",
+    visibility: str | None = None,
     description: str | None = None,
     tags: list[str] | str | None = None,
     owner_name: str | None = None,
 ) -> Revision:
-    """Copy the revision `source` refers to (``name``, ``name@3``) into a new style owned by `user_id`."""
+    """Copy the revision `source` refers to (``name``, ``name@3``) into a new style owned by `user_id`.
+
+    Arguments left as None are copied from the source. The default visibility never widens the
+    source's audience: a public fork of a public style, a private fork of a private one, a guild fork
+    of a guild style forked in its own server, and a private fork of a guild style forked anywhere else
+    (DMs, another server). A wider visibility must be asked for explicitly.
+    """
     origin = await resolve_reference(session, source, user_id=user_id, guild_id=guild_id)
+    if visibility is None:
+        visibility = origin.style.visibility
+        if visibility == "guild" and guild_id != origin.style.guild_id:
+            visibility = "private"
     return await _create(
         session,
         name=new_name,
@@ -313,20 +325,30 @@ async def _owned_style(
 async def resolve_reference(session: AsyncSession, ref: str, *, user_id: int | None, guild_id: int | None) -> Revision:
     """``name`` / ``name@latest`` / ``name@3`` -> that revision (with `style` loaded), if the asker may see it."""
     name, number = parse_reference(ref)
+    # Whether the asker may see the style is `visible_to`, evaluated in the same query; Python only
+    # puts a refusal into words (`_refusal`).
+    visible = visible_to(user_id, guild_id).label("visible")
     statement = (
-        select(Revision)
+        select(Revision, visible)
         .join(Revision.style)
         .where(Style.name == name, Revision.number == (Style.head_number if number is None else number))
         .options(contains_eager(Revision.style))
     )
-    revision = await session.scalar(statement)
-    style = revision.style if revision is not None else await session.scalar(select(Style).where(Style.name == name))
-    if style is None:
-        raise StyleNotFoundError(
-            f"There is no style named `{name}`.",
-            suggestions=await suggest_names(session, name, user_id=user_id, guild_id=guild_id),
-        )
-    await _check_can_see(session, style, user_id=user_id, guild_id=guild_id)
+    row = (await session.execute(statement)).one_or_none()
+    if row is not None:
+        revision, can_see = row
+        style = revision.style
+    else:
+        revision = None
+        style_row = (await session.execute(select(Style, visible).where(Style.name == name))).one_or_none()
+        if style_row is None:
+            raise StyleNotFoundError(
+                f"There is no style named `{name}`.",
+                suggestions=await suggest_names(session, name, user_id=user_id, guild_id=guild_id),
+            )
+        style, can_see = style_row
+    if not can_see:
+        raise _refusal(style, user_id=user_id, guild_id=guild_id)
     if revision is None:
         raise RevisionNotFoundError(
             f"`{name}` has revisions 1 to {style.head_number}; there is no revision {number}. "
@@ -335,18 +357,19 @@ async def resolve_reference(session: AsyncSession, ref: str, *, user_id: int | N
     return revision
 
 
-async def _check_can_see(session: AsyncSession, style: Style, *, user_id: int | None, guild_id: int | None) -> None:
+def _refusal(style: Style, *, user_id: int | None, guild_id: int | None) -> RegistryError:
+    """Why `visible_to` said no, for a style it refused: the first condition of the rule that fails."""
+    owner = user_id is not None and style.owner_id == user_id
     if style.deleted_at is not None:
-        hint = " Restore it to use it again." if style.owner_id == user_id else ""
-        raise StyleNotFoundError(f"The style `{style.name}` was deleted.{hint}")
-    if style.owner_id == user_id:
-        return
-    if style.visibility == "private":
-        raise PermissionDeniedError(f"`{style.name}` is a private style; only its owner can use it.")
-    if style.visibility == "guild" and style.guild_id != guild_id:
-        raise PermissionDeniedError(f"`{style.name}` can only be used in the server where it was made.")
-    if guild_id is not None and await session.get(GuildHide, (guild_id, style.id)) is not None:
-        raise PermissionDeniedError(f"This server's moderators have hidden `{style.name}` here.")
+        hint = " Restore it to use it again." if owner else ""
+        return StyleNotFoundError(f"The style `{style.name}` was deleted.{hint}")
+    if not owner and style.visibility == "private":
+        return PermissionDeniedError(f"`{style.name}` is a private style; only its owner can use it.")
+    if not owner and style.visibility == "guild" and style.guild_id != guild_id:
+        return PermissionDeniedError(f"`{style.name}` can only be used in the server where it was made.")
+    # Visible by its visibility, so the guild's moderators hid it here.
+    hint = " You still own it: you can edit, revise or delete it, and use it elsewhere." if owner else ""
+    return PermissionDeniedError(f"This server's moderators have hidden `{style.name}` here.{hint}")
 
 
 async def get_style(session: AsyncSession, name: str, *, user_id: int | None, guild_id: int | None) -> Style:
@@ -376,7 +399,8 @@ async def suggest_names(
 async def find_by_code(
     session: AsyncSession, code: str | StyleCode, *, user_id: int | None, guild_id: int | None, limit: int = 25
 ) -> list[Revision]:
-    """Visible named revisions that carry exactly this code (any spelling of it)."""
+    """Visible named revisions that carry exactly this code (any spelling of it), oldest first."""
+    check_limit(limit, FIND_BY_CODE_MAX)
     canonical = to_code(code).canonical
     statement = (
         select(Revision)
@@ -405,20 +429,31 @@ async def list_revisions(
 
 
 async def toggle_favourite(session: AsyncSession, name: str, *, user_id: int, guild_id: int | None) -> bool:
-    """Favourite the style, or un-favourite it if it already was. Returns whether it is now a favourite."""
+    """Favourite the style, or un-favourite it if it already was. Returns whether it is now a favourite.
+
+    Safe under concurrency: the insert is ``ON CONFLICT DO NOTHING`` (it waits for a racing insert of
+    the same row to commit), and the counter moves by exactly the rows this call inserted or deleted.
+    """
     async with atomic(session):
         style = await get_style(session, name, user_id=user_id, guild_id=guild_id)
-        removed = await session.execute(
-            delete(Favourite).where(Favourite.user_id == user_id, Favourite.style_id == style.id)
+        inserted = await session.scalar(
+            insert(session, Favourite)
+            .values(user_id=user_id, style_id=style.id, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=[Favourite.user_id, Favourite.style_id])
+            .returning(Favourite.style_id)
         )
-        now_favourite = removed.rowcount == 0
-        if now_favourite:
-            session.add(Favourite(user_id=user_id, style_id=style.id, created_at=utcnow()))
-        delta = 1 if now_favourite else -1
-        await session.execute(
-            update(Style).where(Style.id == style.id).values(favourite_count=Style.favourite_count + delta)
-        )
-    return now_favourite
+        if inserted is not None:
+            delta = 1
+        else:
+            removed = await session.execute(
+                delete(Favourite).where(Favourite.user_id == user_id, Favourite.style_id == style.id)
+            )
+            delta = -removed.rowcount  # 0 when a racing toggle removed it first
+        if delta:
+            await session.execute(
+                update(Style).where(Style.id == style.id).values(favourite_count=Style.favourite_count + delta)
+            )
+    return inserted is not None
 
 
 async def hide_in_guild(

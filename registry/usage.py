@@ -8,9 +8,11 @@ a generation *finishes* (`done`), so popularity counts images people actually go
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 import weakref
 from dataclasses import dataclass
+from numbers import Integral, Real
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -19,8 +21,16 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from ._sql import atomic
-from .errors import InvalidStatusError, RegistryError, UsageNotFoundError
+from .errors import (
+    DuplicateJobError,
+    InvalidJobIdError,
+    InvalidStatusError,
+    InvalidUsageError,
+    RevisionNotFoundError,
+    UsageNotFoundError,
+)
 from .models import UNFINISHED_STATUSES, USAGE_STATUSES, Revision, Style, Usage, utcnow
+from .names import INT32_MAX, check_limit
 from .sqlfuncs import day_of
 from .styles import get_style, to_code
 from .trending import add_use
@@ -31,6 +41,11 @@ _NEXT_STATUSES = {
 }
 MAX_PROMPT = 2000
 MAX_ERROR = 2000
+SEED_RANGE = (0, 2**63 - 1)  # a signed 64-bit column
+SMALLINT_MAX = 2**15 - 1  # steps, width, height, model version and image count are SMALLINT columns
+DISCORD_ID_MAX = 2**63 - 1
+HISTORY_RECENT_MAX = 25
+HISTORY_DAYS_MAX = 3660
 
 
 async def record_usage(
@@ -53,9 +68,30 @@ async def record_usage(
     revision_id: int | None = None,
     count: int = 1,
 ) -> Usage:
-    """Insert a `queued` usage row for one job. `revision_id` for a named style, else `code` (or neither)."""
+    """Insert a `queued` usage row for one job. `revision_id` for a named style, else `code` (or neither).
+
+    Every field is checked before anything is written: `InvalidJobIdError`, `InvalidUsageError` (a field
+    of the wrong type or out of its column's range), `InvalidCodeError`, `RevisionNotFoundError` (no
+    such revision id) and `DuplicateJobError` (the job id was already recorded).
+    """
     if not (isinstance(job_id, str) and _JOB_ID.match(job_id)):
-        raise RegistryError(f"A job id is a uuid4 hex string (32 characters 0-9a-f), got `{job_id!r}`.")
+        raise InvalidJobIdError(f"A job id is a uuid4 hex string (32 characters 0-9a-f), got `{job_id!r}`.")
+    user_id = _whole("user_id", user_id, 0, DISCORD_ID_MAX)
+    guild_id = None if guild_id is None else _whole("guild_id", guild_id, 0, DISCORD_ID_MAX)
+    channel_id = None if channel_id is None else _whole("channel_id", channel_id, 0, DISCORD_ID_MAX)
+    if not isinstance(prompt, str):
+        raise InvalidUsageError(f"The prompt must be text, got {type(prompt).__name__}.")
+    if not isinstance(negative_prompt, str | None):
+        raise InvalidUsageError(f"The negative prompt must be text, got {type(negative_prompt).__name__}.")
+    seed = _whole("seed", seed, *SEED_RANGE)
+    steps = _whole("steps", steps, 1, SMALLINT_MAX)
+    width = _whole("width", width, 1, SMALLINT_MAX)
+    height = _whole("height", height, 1, SMALLINT_MAX)
+    model_version = _whole("model_version", model_version, 0, SMALLINT_MAX)
+    count = _whole("count", count, 1, SMALLINT_MAX)
+    guidance_scale, strength = _finite("guidance_scale", guidance_scale), _finite("strength", strength)
+    if revision_id is not None:
+        revision_id = _whole("revision_id", revision_id, 1, INT32_MAX, error=RevisionNotFoundError)
     canonical = None if code is None else to_code(code).canonical
     style_id = None
     async with atomic(session):
@@ -86,8 +122,26 @@ async def record_usage(
             # One constant Core statement (compiled once, cached): this is the bot's hottest write.
             usage_id = (await session.execute(_INSERT_USAGE, values)).inserted_primary_key[0]
         except IntegrityError:
-            raise RegistryError(f"A job with id `{job_id}` was already recorded.") from None
+            raise DuplicateJobError(
+                f"A job with id `{job_id}` was already recorded; every job needs a fresh uuid4 hex id."
+            ) from None
     return Usage(id=usage_id, **values)
+
+
+def _whole(what: str, value, low: int, high: int, *, error: type = InvalidUsageError) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral) or not low <= value <= high:
+        raise error(f"`{what}` must be a whole number from {low} to {high}, got {value!r}.")
+    return int(value)
+
+
+def _finite(what: str, value) -> float:
+    try:
+        number = float(value) if isinstance(value, Real) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise InvalidUsageError(f"`{what}` must be a finite number, got {value!r}.")
+    return number
 
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -106,7 +160,7 @@ async def _revision_origin(session: AsyncSession, revision_id: int) -> tuple[int
             await session.execute(select(Revision.style_id, Revision.code).where(Revision.id == revision_id))
         ).one_or_none()
         if row is None:
-            raise RegistryError(f"There is no revision with id {revision_id}.")
+            raise RevisionNotFoundError(f"There is no revision with id {revision_id}; resolve the style again.")
         if len(cache) >= _REVISION_ORIGINS_MAX:
             cache.clear()
         origin = cache[revision_id] = (row.style_id, row.code)
@@ -152,14 +206,29 @@ async def set_usage_status(
     return usage
 
 
-async def set_usage_message_link(session: AsyncSession, job_id: str, message_link: str) -> None:
-    """Record where the result was posted, at any point in the job's life (often after `done`)."""
+async def mark_usage_delivered(session: AsyncSession, job_id: str, *, message_link: str | None = None) -> None:
+    """The bot posted the job's outcome (its images, or why it failed), at `message_link` when given.
+
+    The first delivery time is kept; a later call may still add the link. A finished row never marked
+    delivered is what restart recovery posts (`undelivered_usages`).
+    """
+    values: dict = {"delivered_at": func.coalesce(Usage.delivered_at, utcnow())}
+    if message_link is not None:
+        values["message_link"] = message_link[:200]
     async with atomic(session):
-        result = await session.execute(
-            update(Usage).where(Usage.job_id == job_id).values(message_link=message_link[:200])
-        )
+        result = await session.execute(update(Usage).where(Usage.job_id == job_id).values(**values))
         if result.rowcount == 0:
             raise UsageNotFoundError(f"No job with id `{job_id}` was recorded.")
+
+
+async def undelivered_usages(session: AsyncSession, *, since: dt.datetime) -> list[Usage]:
+    """Jobs that finished (`done` or `failed`) at or after `since` and whose outcome no bot posted, oldest first."""
+    statement = (
+        select(Usage)
+        .where(Usage.delivered_at.is_(None), Usage.status.in_(("done", "failed")), Usage.finished_at >= since)
+        .order_by(Usage.id)
+    )
+    return list(await session.scalars(statement))
 
 
 async def _count_use(session: AsyncSession, style_id: int, when: dt.datetime) -> None:
@@ -196,7 +265,7 @@ async def get_usage(session: AsyncSession, job_id: str) -> Usage:
 @dataclass
 class StyleHistory:
     style: Style
-    recent: list[Usage]  # newest first, with `revision` loaded
+    recent: list[Usage]  # newest first, with `revision` loaded; only uses the asker may see (see style_history)
     uses_per_revision: dict[int, int]  # revision number -> finished generations
     uses_per_day: list[tuple[dt.date, int]]  # oldest first, days with at least one finished generation
 
@@ -210,15 +279,33 @@ async def style_history(
     recent: int = 10,
     days: int = 30,
 ) -> StyleHistory:
-    """Recent generations with a visible style, and finished-generation counts per revision and per day."""
+    """Recent generations with a visible style, and finished-generation counts per revision and per day.
+
+    `user_id` and `guild_id` are the asking context: they decide whether the style is visible, and
+    `recent` lists only uses made in the asking guild (`guild_id`), or in DMs (`guild_id=None`) only
+    the asker's own uses, since recent uses carry prompts and message links. The counts are aggregates
+    over every use of the style.
+    """
+    check_limit(recent, HISTORY_RECENT_MAX, what="recent", minimum=0)
+    check_limit(days, HISTORY_DAYS_MAX, what="days")
     style = await get_style(session, name, user_id=user_id, guild_id=guild_id)
-    recent_rows = await session.scalars(
-        select(Usage)
-        .where(Usage.style_id == style.id)
-        .order_by(Usage.queued_at.desc(), Usage.id.desc())
-        .limit(recent)
-        .options(selectinload(Usage.revision))
-    )
+    if guild_id is not None:
+        asked = Usage.guild_id == guild_id  # served by ix_usages_style_guild_queued
+    elif user_id is not None:
+        asked = Usage.user_id == user_id
+    else:
+        asked = None  # no asker: no recent uses
+    recent_rows = []
+    if asked is not None and recent > 0:
+        recent_rows = list(
+            await session.scalars(
+                select(Usage)
+                .where(Usage.style_id == style.id, asked)
+                .order_by(Usage.queued_at.desc(), Usage.id.desc())
+                .limit(recent)
+                .options(selectinload(Usage.revision))
+            )
+        )
     per_revision = await session.execute(
         select(Revision.number, func.count())
         .join(Usage, Usage.revision_id == Revision.id)
@@ -236,7 +323,7 @@ async def style_history(
     )
     return StyleHistory(
         style=style,
-        recent=list(recent_rows),
+        recent=recent_rows,
         uses_per_revision={number: count for number, count in per_revision},
         uses_per_day=[(_as_date(value), count) for value, count in per_day],
     )

@@ -2,7 +2,12 @@
 
 A style is visible to user U in guild G when it is not deleted and
 - it is `public`, or U owns it, or it is a `guild` style made in G; and
-- G's moderators have not hidden it in G (its owner still sees it, to manage it).
+- G's moderators have not hidden it in G. Moderation binds everyone in G, the owner included; the
+  owner still manages the style (edit, revise, delete) through the owner-only paths, which do not
+  go through visibility.
+
+`resolve_reference` selects this same condition as a column and only explains a False in words
+(`registry/styles.py`), so the rule exists once.
 """
 
 from __future__ import annotations
@@ -19,4 +24,4 @@ def visible_to(user_id: int | None, guild_id: int | None) -> ColumnElement[bool]
     if guild_id is None:
         return condition
     hidden = exists(select(GuildHide.style_id).where(GuildHide.guild_id == guild_id, GuildHide.style_id == Style.id))
-    return and_(condition, or_(owned, not_(hidden)))
+    return and_(condition, not_(hidden))

@@ -121,6 +121,21 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
 
 
 @pytest.fixture
+def another_fresh_database_url(
+    request: pytest.FixtureRequest, fresh_database_url: str, tmp_path: Path
+) -> Iterator[str]:
+    """A second empty database on the same backend as `fresh_database_url` (to compare two schemas)."""
+    if fresh_database_url.startswith("sqlite"):
+        yield f"sqlite+aiosqlite:///{tmp_path / 'another.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"another_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(server, f"CREATE DATABASE {name}"))
+    yield server.url(name)
+    asyncio.run(_admin(server, f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated, empty database for one test, on the backend named by the parameter."""
     if request.param == "sqlite":

@@ -20,7 +20,7 @@ from registry import (
     RevisionNotFoundError,
     StyleNotFoundError,
 )
-from registry.models import Revision, Style, StyleTag, User
+from registry.models import Favourite, Revision, Style, StyleTag, User
 from stylecodes.codec import EXAMPLE_CODE, random_code
 
 ALICE, BOB, CAROL = 1001, 1002, 1003
@@ -128,6 +128,28 @@ async def test_fork_records_parent_and_copies_the_code(session) -> None:
         await registry.add_revision(session, "neon-fork", code=CODE_C, user_id=ALICE)
 
 
+async def test_fork_never_widens_visibility_by_default(session) -> None:
+    await make(session, "open-style")
+    await make(session, "guild-style", visibility="guild")
+    await make(session, "secret-style", visibility="private")
+
+    async def fork(source, new_name, *, user, guild, **kwargs):
+        revision = await registry.fork_style(session, source, new_name=new_name, user_id=user, guild_id=guild, **kwargs)
+        return revision.style.visibility, revision.style.guild_id
+
+    assert await fork("open-style", "open-fork", user=BOB, guild=None) == ("public", None)
+    assert await fork("guild-style", "guild-fork", user=BOB, guild=GUILD) == ("guild", GUILD)
+    assert await fork("secret-style", "secret-fork", user=ALICE, guild=GUILD) == ("private", GUILD)
+    # The owner forks her guild style outside its server: no `guild` there, so private, never public.
+    assert await fork("guild-style", "guild-fork-dm", user=ALICE, guild=None) == ("private", None)
+    assert await fork("guild-style", "guild-fork-away", user=ALICE, guild=OTHER_GUILD) == ("private", OTHER_GUILD)
+    # Wider only when asked for explicitly.
+    assert await fork("guild-style", "guild-fork-open", user=BOB, guild=GUILD, visibility="public") == ("public", GUILD)
+    assert await fork("open-style", "open-fork-narrow", user=BOB, guild=GUILD, visibility="guild") == ("guild", GUILD)
+    with pytest.raises(PermissionDeniedError):  # Carol in another guild never sees the guild fork
+        await registry.resolve_reference(session, "guild-fork", user_id=CAROL, guild_id=OTHER_GUILD)
+
+
 async def test_fork_of_an_invisible_style_is_refused(session) -> None:
     await make(session, visibility="private")
     with pytest.raises(PermissionDeniedError, match="private"):
@@ -176,7 +198,14 @@ async def test_guild_moderators_can_hide(session) -> None:
     with pytest.raises(PermissionDeniedError, match="moderators have hidden"):
         await registry.resolve_reference(session, "neon-noir", user_id=BOB, guild_id=GUILD)
     await registry.resolve_reference(session, "neon-noir", user_id=BOB, guild_id=OTHER_GUILD)  # only that guild
-    await registry.resolve_reference(session, "neon-noir", user_id=ALICE, guild_id=GUILD)  # owner still manages it
+    # Moderation binds the owner too: in that guild Alice cannot use her style either...
+    with pytest.raises(PermissionDeniedError, match=r"moderators have hidden `neon-noir` here\. You still own it"):
+        await registry.resolve_reference(session, "neon-noir", user_id=ALICE, guild_id=GUILD)
+    assert await registry.autocomplete_names(session, "neon", user_id=ALICE, guild_id=GUILD) == []
+    # ...but she still manages it (the owner-only paths do not go through visibility), and uses it elsewhere.
+    await registry.add_revision(session, "neon-noir", code=CODE_B, user_id=ALICE)
+    await registry.edit_style(session, "neon-noir", user_id=ALICE, description="still mine")
+    assert (await registry.resolve_reference(session, "neon-noir", user_id=ALICE, guild_id=None)).number == 2
     await registry.hide_in_guild(session, "neon-noir", guild_id=GUILD, moderator_id=CAROL)  # twice is fine
     await registry.hide_in_guild(session, "neon-noir", guild_id=GUILD, moderator_id=CAROL, hidden=False)
     await registry.resolve_reference(session, "neon-noir", user_id=BOB, guild_id=GUILD)
@@ -259,19 +288,45 @@ async def test_invalid_code_for_revision_writes_nothing(session) -> None:
     assert style.head_number == 1 and await count(session, Revision) == 1
 
 
-@pytest.mark.parametrize(
-    ("ref", "error"),
-    [
-        ("neon-noir@x", InvalidReferenceError),
-        ("neon-noir@0", InvalidReferenceError),
-        ("", InvalidReferenceError),
-        ("bad name", InvalidNameError),
-    ],
-)
-async def test_bad_references(session, ref: str, error: type) -> None:
+BAD_REFERENCES = [
+    ("neon-noir@x", InvalidReferenceError, "is not a revision"),
+    ("neon-noir@0", InvalidReferenceError, "is not a revision"),
+    ("neon-noir@000", InvalidReferenceError, "is not a revision"),
+    ("neon-noir@-1", InvalidReferenceError, "is not a revision"),
+    ("neon-noir@1.5", InvalidReferenceError, "is not a revision"),
+    ("neon-noir@²", InvalidReferenceError, "is not a revision"),  # str.isdigit() accepts it, int() does not
+    ("neon-noir@٣", InvalidReferenceError, "is not a revision"),  # an Arabic-Indic 3: digits are ASCII only
+    ("neon-noir@2147483648", InvalidReferenceError, "far beyond any revision"),  # 2**31: no 32-bit integer
+    ("neon-noir@3000000000", InvalidReferenceError, "far beyond any revision"),
+    ("neon-noir@99999999999999999999", InvalidReferenceError, "far beyond any revision"),
+    ("neon-noir@" + "9" * 5000, InvalidReferenceError, "far beyond any revision"),  # past int()'s digit limit
+    ("", InvalidReferenceError, "empty"),
+    ("bad name", InvalidNameError, "contains ' '"),
+]
+
+
+@pytest.mark.parametrize(("ref", "error", "message"), BAD_REFERENCES)
+def test_parse_bad_references(ref: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        registry.parse_reference(ref)
+
+
+async def test_bad_references(session) -> None:
     await make(session)
-    with pytest.raises(error):
-        await registry.resolve_reference(session, ref, user_id=ALICE, guild_id=None)
+    for ref, error, message in [
+        *BAD_REFERENCES,
+        ("neon-noir@2147483647", RevisionNotFoundError, "no revision 2147483647"),  # the largest: a plain miss
+    ]:
+        with pytest.raises(error, match=message):
+            await registry.resolve_reference(session, ref, user_id=ALICE, guild_id=None)
+        with pytest.raises(error, match=message):  # forks resolve their source the same way
+            await registry.fork_style(session, ref, new_name="a-fork", user_id=BOB, guild_id=None)
+    assert await count(session, Style) == 1
+
+
+async def test_revision_numbers_may_have_leading_zeros(session) -> None:
+    first = await make(session)
+    assert (await registry.resolve_reference(session, "neon-noir@01", user_id=BOB, guild_id=None)).id == first.id
 
 
 async def test_unknown_name_suggests_close_names(session) -> None:
@@ -333,3 +388,98 @@ async def test_users_and_previews(session) -> None:
         await registry.set_revision_preview(session, revision.id, b"\x89PNG\r\n")
     with pytest.raises(RevisionNotFoundError):
         await registry.set_revision_preview(session, 999_999, webp)
+
+
+async def test_one_visibility_rule_everywhere(session) -> None:
+    """Every combination of visibility, ownership, asking context, moderation and deletion: resolve
+    (and the reason it gives) agrees with every listing, and with the documented rule."""
+    shared = "C_d_AAI_rQglIvUb1_fC1"
+    styles = {}
+    for visibility in ("public", "guild", "private"):
+        for hidden in (False, True):
+            for deleted in (False, True):
+                name = f"{visibility}-{'hidden' if hidden else 'shown'}-{'gone' if deleted else 'live'}"
+                await make(session, name, code=shared, visibility=visibility, description="matrix")
+                if hidden:
+                    await registry.hide_in_guild(session, name, guild_id=GUILD, moderator_id=CAROL)
+                if deleted:
+                    await registry.delete_style(session, name, user_id=ALICE)
+                styles[name] = (visibility, hidden, deleted)
+
+    def rule(visibility, hidden, deleted, *, user, guild) -> bool:  # docs/registry.md, "Visibility"
+        audience = visibility == "public" or user == ALICE or (visibility == "guild" and guild == GUILD)
+        return not deleted and audience and not (hidden and guild == GUILD)
+
+    for user in (ALICE, BOB):
+        for guild in (GUILD, OTHER_GUILD, None):
+            expected = {name for name, facts in styles.items() if rule(*facts, user=user, guild=guild)}
+            resolvable = set()
+            for name, (visibility, hidden, deleted) in styles.items():
+                try:
+                    await registry.resolve_reference(session, name, user_id=user, guild_id=guild)
+                except (StyleNotFoundError, PermissionDeniedError) as refusal:
+                    # The reason given is the first part of the rule that fails.
+                    if deleted:
+                        reason = (StyleNotFoundError, "was deleted")
+                    elif user != ALICE and visibility == "private":
+                        reason = (PermissionDeniedError, "private style")
+                    elif user != ALICE and visibility == "guild" and guild != GUILD:
+                        reason = (PermissionDeniedError, "server where it was made")
+                    else:
+                        assert hidden and guild == GUILD, name
+                        reason = (PermissionDeniedError, "moderators have hidden")
+                    assert type(refusal) is reason[0] and reason[1] in str(refusal), (name, user, guild, refusal)
+                else:
+                    resolvable.add(name)
+            context = dict(user_id=user, guild_id=guild)
+            listed = {s.name for s in (await registry.browse(session, **context, limit=100)).items}
+            completed = set(await registry.autocomplete_names(session, "", **context))
+            searched = {s.name for s in await registry.search(session, "matrix", **context, limit=100)}
+            by_code = {r.style.name for r in await registry.find_by_code(session, shared, **context, limit=100)}
+            similar = {s.style.name for s in await registry.similar_styles(session, shared, **context, k=25)}
+            assert resolvable == expected, (user, guild)
+            for found in (listed, completed, searched, by_code, similar):
+                assert found == expected, (user, guild)
+
+
+async def test_racing_favourite_toggles_keep_the_counter_right(sessions) -> None:
+    async with sessions() as session:
+        await make(session)
+
+    async def toggle(user: int) -> bool:
+        async with sessions() as session:
+            return await registry.toggle_favourite(session, "neon-noir", user_id=user, guild_id=None)
+
+    async def stored() -> tuple[int, int]:
+        async with sessions() as session:
+            rows = await count(session, Favourite)
+            return rows, await session.scalar(select(Style.favourite_count))
+
+    for _ in range(5):  # the same user toggling twice at once: one adds, the other removes
+        assert sorted(await asyncio.gather(toggle(BOB), toggle(BOB))) == [False, True]
+        assert await stored() == (0, 0)
+    users = range(2000, 2006)  # different users at once: every favourite counts
+    assert await asyncio.gather(*(toggle(user) for user in users)) == [True] * len(users)
+    assert await stored() == (len(users), len(users))
+
+
+async def test_tags_and_text_of_the_wrong_type(session) -> None:
+    assert (await make(session, "no-tags", tags=None)).style.tags == ""
+    with pytest.raises(InvalidNameError, match="Tags are a list of words"):
+        await make(session, tags=5)
+    with pytest.raises(InvalidNameError, match="A tag must be text, got int"):
+        await make(session, tags=["ok", 12])
+    with pytest.raises(registry.InvalidTextError, match="description must be text"):
+        await make(session, description=["not", "text"])
+    with pytest.raises(registry.InvalidTextError, match="note must be text"):
+        await make(session, note=7)
+    with pytest.raises(InvalidNameError, match="must be text"):
+        await registry.edit_style(session, "no-tags", user_id=ALICE, tags=[None])
+    assert await count(session, Style) == 1
+
+
+async def test_find_by_code_limits(session) -> None:
+    await make(session)
+    for limit in (-1, 0, 101, True, 2.0, "5"):
+        with pytest.raises(LimitExceededError, match="`limit` must be a whole number from 1 to 100"):
+            await registry.find_by_code(session, EXAMPLE_CODE, user_id=BOB, guild_id=None, limit=limit)

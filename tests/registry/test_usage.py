@@ -6,12 +6,23 @@ import asyncio
 import datetime as dt
 import uuid
 
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 
 import registry
-from registry import InvalidSettingError, InvalidStatusError, RegistryError, UsageNotFoundError
-from registry.models import Style, Usage
+from registry import (
+    DuplicateJobError,
+    InvalidJobIdError,
+    InvalidSettingError,
+    InvalidStatusError,
+    InvalidUsageError,
+    LimitExceededError,
+    RegistryError,
+    RevisionNotFoundError,
+    UsageNotFoundError,
+)
+from registry.models import GuildSettings, Style, Usage
 from registry.trending import HALF_LIFE_DAYS, add_use, decayed_uses, use_weight
 from stylecodes.codec import EXAMPLE_CODE, random_code
 
@@ -37,12 +48,9 @@ async def record(session, *, revision_id=None, code=None, user=BOB, **overrides)
     return await registry.record_usage(
         session,
         job_id=job_id(),
-        user_id=user,
-        guild_id=GUILD,
-        channel_id=77,
         revision_id=revision_id,
         code=code,
-        **{**REQUEST, **overrides},
+        **{"user_id": user, "guild_id": GUILD, "channel_id": 77, **REQUEST, **overrides},
     )
 
 
@@ -81,13 +89,47 @@ async def test_failure_keeps_the_error_text(session) -> None:
     assert failed.error == "GPU out of memory" and failed.finished_at is not None
 
 
-async def test_message_link_after_done(session) -> None:
+async def test_delivery_is_marked_once_and_the_link_may_follow(session) -> None:
     usage = await record(session)
     await registry.set_usage_status(session, usage.job_id, "done")
-    await registry.set_usage_message_link(session, usage.job_id, "https://discord.com/channels/1/2/3")
-    assert (await registry.get_usage(session, usage.job_id)).message_link == "https://discord.com/channels/1/2/3"
+    await registry.mark_usage_delivered(session, usage.job_id)
+    first = (await registry.get_usage(session, usage.job_id)).delivered_at
+    assert first is not None and first.tzinfo is not None
+    await registry.mark_usage_delivered(session, usage.job_id, message_link="https://discord.com/channels/1/2/3")
+    stored = await registry.get_usage(session, usage.job_id)
+    assert stored.message_link == "https://discord.com/channels/1/2/3"
+    assert stored.delivered_at == first  # the first delivery time is kept
     with pytest.raises(UsageNotFoundError):
-        await registry.set_usage_message_link(session, job_id(), "https://discord.com/channels/1/2/4")
+        await registry.mark_usage_delivered(session, job_id(), message_link="https://discord.com/channels/1/2/4")
+
+
+async def test_undelivered_usages_are_the_finished_outcomes_nobody_posted(session) -> None:
+    queued = await record(session)
+    running = await record(session)
+    await registry.set_usage_status(session, running.job_id, "running")
+    done = await record(session)
+    await registry.set_usage_status(session, done.job_id, "done")
+    failed = await record(session)
+    await registry.set_usage_status(session, failed.job_id, "failed", error="GPU out of memory")
+    cancelled = await record(session)
+    await registry.set_usage_status(session, cancelled.job_id, "cancelled")
+    posted = await record(session)
+    await registry.set_usage_status(session, posted.job_id, "done")
+    await registry.mark_usage_delivered(session, posted.job_id, message_link="https://discord.com/channels/1/2/3")
+    old = await record(session)
+    await registry.set_usage_status(session, old.job_id, "done")
+    await session.execute(
+        Usage.__table__.update()
+        .where(Usage.job_id == old.job_id)
+        .values(finished_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+    )
+    await session.commit()
+
+    since = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    undelivered = await registry.undelivered_usages(session, since=since)
+    assert [u.job_id for u in undelivered] == [done.job_id, failed.job_id]
+    assert undelivered[1].error == "GPU out of memory"
+    assert queued.job_id not in {u.job_id for u in undelivered}
 
 
 async def test_bad_transitions_and_unknown_jobs(session) -> None:
@@ -103,18 +145,69 @@ async def test_bad_transitions_and_unknown_jobs(session) -> None:
 
 
 async def test_bad_usage_inputs(session) -> None:
-    with pytest.raises(RegistryError, match="uuid4 hex"):
-        await registry.record_usage(session, job_id="job-1", user_id=BOB, guild_id=None, channel_id=None, **REQUEST)
+    for bad_job_id in ("job-1", uuid.uuid4().hex.upper(), None, 12):
+        with pytest.raises(InvalidJobIdError, match="uuid4 hex"):
+            await registry.record_usage(
+                session, job_id=bad_job_id, user_id=BOB, guild_id=None, channel_id=None, **REQUEST
+            )
     with pytest.raises(registry.InvalidCodeError):
         await record(session, code="nonsense")
-    with pytest.raises(RegistryError, match="no revision with id"):
-        await record(session, revision_id=424242)
+    for revision_id in (424242, 0, -3, 2**31, 10**30, True, "7"):
+        with pytest.raises(RevisionNotFoundError, match="revision"):
+            await record(session, revision_id=revision_id)
     usage = await record(session)
-    with pytest.raises(RegistryError, match="already recorded"):
+    with pytest.raises(DuplicateJobError, match="already recorded"):
         await registry.record_usage(
             session, job_id=usage.job_id, user_id=BOB, guild_id=None, channel_id=None, **REQUEST
         )
     assert await session.scalar(select(func.count()).select_from(Usage)) == 1
+    # Still RegistryErrors, so callers that catch the base class keep working.
+    assert all(issubclass(e, RegistryError) for e in (InvalidJobIdError, DuplicateJobError, InvalidUsageError))
+
+
+BAD_REQUEST_FIELDS = [
+    ("seed", -1, "from 0 to 9223372036854775807"),
+    ("seed", 2**63, "from 0 to 9223372036854775807"),
+    ("seed", 1.5, "whole number"),
+    ("seed", "7", "whole number"),
+    ("seed", True, "whole number"),
+    ("steps", 0, "`steps` must be a whole number from 1 to 32767"),
+    ("steps", 40_000, "`steps`"),
+    ("width", 0, "`width`"),
+    ("height", 2**15, "`height`"),
+    ("count", 0, "`count` must be a whole number from 1 to 32767"),
+    ("model_version", -1, "`model_version`"),
+    ("guidance_scale", float("nan"), "`guidance_scale` must be a finite number"),
+    ("guidance_scale", "3", "`guidance_scale`"),
+    ("strength", float("inf"), "`strength` must be a finite number"),
+    ("strength", 10**400, "`strength`"),
+    ("strength", None, "`strength`"),
+    ("prompt", None, "The prompt must be text"),
+    ("prompt", 5, "The prompt must be text"),
+    ("negative_prompt", ["blurry"], "The negative prompt must be text"),
+    ("user_id", "bob", "`user_id`"),
+    ("guild_id", -5, "`guild_id`"),
+    ("channel_id", 2**64, "`channel_id`"),
+]
+
+
+async def test_bad_request_fields_write_nothing(session) -> None:
+    for field, value, message in BAD_REQUEST_FIELDS:
+        with pytest.raises(InvalidUsageError, match=message):
+            await record(session, **{field: value})
+    assert await session.scalar(select(func.count()).select_from(Usage)) == 0
+    # The edges of every range, and numpy integers, are fine.
+    usage = await record(session, seed=np.int64(2**63 - 1), steps=32767, width=np.int32(1), count=32767,
+                         guidance_scale=np.float32(2.5), strength=1, model_version=0)  # fmt: skip
+    stored = await registry.get_usage(session, usage.job_id)
+    assert (stored.seed, stored.steps, stored.width, stored.count, stored.guidance_scale, stored.strength) == (
+        2**63 - 1,
+        32767,
+        1,
+        32767,
+        2.5,
+        1.0,
+    )
 
 
 async def test_unfinished_usages_for_restart_recovery(session) -> None:
@@ -152,6 +245,42 @@ async def test_style_history(session) -> None:
     assert all(u.revision is not None for u in history.recent)  # loaded eagerly, not lazily
     with pytest.raises(registry.StyleNotFoundError):
         await registry.style_history(session, "missing-style", user_id=BOB, guild_id=GUILD)
+    for limits in ({"recent": -1}, {"recent": 26}, {"recent": True}, {"days": 0}, {"days": "7"}):
+        with pytest.raises(LimitExceededError):
+            await registry.style_history(session, "neon-noir", user_id=BOB, guild_id=GUILD, **limits)
+    assert (await registry.style_history(session, "neon-noir", user_id=BOB, guild_id=GUILD, recent=0)).recent == []
+
+
+async def test_style_history_shows_only_uses_from_the_asking_context(session) -> None:
+    CAROL, OTHER_GUILD = 1003, 502
+    revision = await registry.create_style(session, name="neon-noir", code=EXAMPLE_CODE, owner_id=ALICE, guild_id=None)
+    made = {}
+    for where, user, guild in (
+        ("bob-here", BOB, GUILD),
+        ("carol-here", CAROL, GUILD),
+        ("carol-away", CAROL, OTHER_GUILD),
+        ("bob-dm", BOB, None),
+        ("carol-dm", CAROL, None),
+    ):
+        usage = await registry.record_usage(
+            session, job_id=job_id(), user_id=user, guild_id=guild, channel_id=9, revision_id=revision.id,
+            **{**REQUEST, "prompt": f"secret prompt {where}"},
+        )  # fmt: skip
+        await registry.set_usage_status(session, usage.job_id, "done", message_link=f"https://example/{where}")
+        made[usage.id] = where
+
+    async def seen(user, guild) -> set[str]:
+        history = await registry.style_history(session, "neon-noir", user_id=user, guild_id=guild)
+        # The counts are aggregates over every use, wherever it was made.
+        assert history.uses_per_revision == {1: 5} and history.uses_per_day[0][1] == 5
+        return {made[usage.id] for usage in history.recent}
+
+    assert await seen(BOB, GUILD) == await seen(CAROL, GUILD) == {"bob-here", "carol-here"}  # that guild only
+    assert await seen(ALICE, OTHER_GUILD) == {"carol-away"}
+    assert await seen(BOB, None) == {"bob-here", "bob-dm"}  # in DMs: the asker's own uses
+    assert await seen(CAROL, None) == {"carol-here", "carol-away", "carol-dm"}
+    assert await seen(ALICE, None) == set()  # the owner sees counts, not other people's prompts
+    assert await seen(None, None) == set()
 
 
 async def test_guild_settings(session) -> None:
@@ -171,6 +300,35 @@ async def test_guild_settings(session) -> None:
     with pytest.raises(InvalidSettingError, match="between 1 and 100"):
         await registry.update_guild_settings(session, GUILD, default_steps=0)
     assert (await registry.get_guild_settings(session, GUILD)).default_strength == 1.2
+    for bad in (
+        {"default_strength": "1.0"},
+        {"default_strength": True},
+        {"default_strength": float("nan")},
+        {"default_steps": 20.0},
+        {"default_steps": True},
+        {"allow_nsfw_outside_nsfw_channels": "no"},
+        {"allow_nsfw_outside_nsfw_channels": 0},
+    ):
+        with pytest.raises(InvalidSettingError):
+            await registry.update_guild_settings(session, GUILD, **bad)
+    stored = await registry.get_guild_settings(session, GUILD)
+    assert (stored.default_strength, stored.default_steps, stored.allow_nsfw_outside_nsfw_channels) == (1.2, 30, True)
+
+
+async def test_racing_first_guild_settings_writes_both_apply(sessions) -> None:
+    async def change(guild: int, **values):
+        async with sessions() as session:
+            return await registry.update_guild_settings(session, guild, **values)
+
+    for guild in range(600, 605):  # guilds without a settings row: both writers are the first
+        results = await asyncio.gather(
+            change(guild, default_steps=42), change(guild, default_strength=1.1), return_exceptions=True
+        )
+        assert all(isinstance(r, GuildSettings) for r in results), results
+        async with sessions() as session:
+            stored = await registry.get_guild_settings(session, guild)
+            assert (stored.default_steps, stored.default_strength) == (42, 1.1)
+            assert await session.scalar(select(func.count()).select_from(GuildSettings)) == guild - 599
 
 
 def test_trending_score_is_a_decayed_use_count() -> None:
