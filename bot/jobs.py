@@ -76,6 +76,17 @@ class QueueFullError(JobRejectedError):
         super().__init__(f"The bot is busy ({queue_cap} jobs are waiting), try again in a minute.")
 
 
+class NoWorkerError(JobRejectedError):
+    """Redis deployment: no live worker process serves the job's model version (all stopped or restarting)."""
+
+    def __init__(self, version: int) -> None:
+        self.version = version
+        super().__init__(
+            f"No worker for model version {version} is running right now, so the job could not be queued. "
+            "Try again in a few minutes."
+        )
+
+
 class UserJobLimitError(JobRejectedError):
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -107,6 +118,7 @@ class EncodeJob:
     """Turn one image into a stylecode. `image` holds the bytes the bot downloaded and size-checked."""
 
     kind: ClassVar[str] = "encode"
+    limited_per_user: ClassVar[bool] = True  # counts toward STYLECODES_MAX_JOBS_PER_USER
     job_id: str
     user_id: int
     version: int
@@ -132,6 +144,7 @@ class ImagineJob:
 
     kind: ClassVar[str] = "imagine"
     wants_previews: ClassVar[bool] = True  # progress messages show a small preview
+    limited_per_user: ClassVar[bool] = True
     job_id: str
     user_id: int
     guild_id: int | None
@@ -174,6 +187,9 @@ class PreviewJob:
 
     kind: ClassVar[str] = "preview"
     wants_previews: ClassVar[bool] = False  # nobody watches this one step by step
+    # The bot starts it (after /stylecode save), not the user: it must not cost them one of their job
+    # slots. It still counts toward the global queue cap.
+    limited_per_user: ClassVar[bool] = False
     job_id: str
     user_id: int
     revision_id: int
@@ -348,6 +364,7 @@ class JobFailed:
     UNSERVED_VERSION: ClassVar[str] = "unserved_version"
     DUPLICATE: ClassVar[str] = "duplicate"
     LOST: ClassVar[str] = "lost"
+    NO_WORKER: ClassVar[str] = "no_worker"
 
 
 JobEvent = JobQueued | JobStarted | JobProgress | JobDone | JobFailed

@@ -31,10 +31,11 @@ def make_dispatcher(
     if settings.redis_url:
         from bot.dispatch.redis_streams import RedisDispatcher
 
-        return RedisDispatcher.from_url(settings.redis_url, limits=limits)
+        # The session factory lets its sweep mark the usage rows of jobs it gives up (no live worker).
+        return RedisDispatcher.from_url(settings.redis_url, limits=limits, session_factory=session_factory)
 
     from bot.dispatch.local import LocalDispatcher
-    from bot.worker.models import ModelCache, default_engine_loader
+    from bot.worker.models import ModelCache, configured_engine_loader
 
-    loader = engine_loader or default_engine_loader(settings.device, settings.dtype)
+    loader = engine_loader or configured_engine_loader(settings)
     return LocalDispatcher(limits=limits, models=ModelCache(loader), session_factory=session_factory)

@@ -15,10 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.dispatch.base import DispatchLimits, JobHandle
+from bot.dispatch.base import DispatchLimits, FollowedElsewhere, JobHandle, record_latency
 from bot.jobs import (
     TERMINAL_EVENTS,
     Job,
+    JobDone,
     JobEvent,
     JobFailed,
     JobQueued,
@@ -74,8 +75,10 @@ class LocalDispatcher:
         self.models = models
         self._queue = FairQueue()
         self._logs: dict[str, _EventLog] = {}  # jobs queued or running, and finished ones with listeners
-        self._jobs_by_user: dict[int, set[str]] = {}
+        self._active: set[str] = set()  # queued + running, for the global cap
+        self._jobs_by_user: dict[int, set[str]] = {}  # the same, for the per-user limit (jobs that count toward it)
         self._queued_at: dict[str, float] = {}
+        self._positions: dict[str, int] = {}  # the queue position each waiting job was last told
         self._wakeup = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylecodes-engine")
         self._runner = BatchRunner(
@@ -111,7 +114,7 @@ class LocalDispatcher:
     @property
     def active_jobs(self) -> int:
         """Queued + running."""
-        return sum(len(jobs) for jobs in self._jobs_by_user.values())
+        return len(self._active)
 
     async def submit(self, job: Job) -> JobHandle:
         self.limits.check_served(job.version)
@@ -120,18 +123,21 @@ class LocalDispatcher:
             log_job_event("rejected", job.job_id, reason="queue_full", user_id=job.user_id)
             raise QueueFullError(self.limits.queue_cap)
         mine = self._jobs_by_user.get(job.user_id, set())
-        if len(mine) >= self.limits.max_jobs_per_user:
+        if job.limited_per_user and len(mine) >= self.limits.max_jobs_per_user:
             metrics.JOBS_REJECTED.labels("user_limit").inc()
             log_job_event("rejected", job.job_id, reason="user_limit", user_id=job.user_id)
             raise UserJobLimitError(self.limits.max_jobs_per_user)
         if job.job_id in self._logs:
             raise ValueError(f"job {job.job_id} was already submitted")
 
-        self._jobs_by_user[job.user_id] = mine | {job.job_id}
+        self._active.add(job.job_id)
+        if job.limited_per_user:
+            self._jobs_by_user[job.user_id] = mine | {job.job_id}
         self._logs[job.job_id] = events = _EventLog()
         self._queued_at[job.job_id] = time.time()
         self._queue.push(job)
         position = sum(1 for queued in self._queue.jobs() if queued.version == job.version)
+        self._positions[job.job_id] = position
         await events.append(JobQueued(position))
         metrics.JOBS_SUBMITTED.labels(job.kind, str(job.version)).inc()
         self._update_queue_depth()
@@ -146,6 +152,12 @@ class LocalDispatcher:
             return None
         return JobHandle(job_id, 0, events.follow)
 
+    async def adopt(self, job_id: str) -> JobHandle | None:
+        """None after a restart (the queue died with the old process); a job this process holds has its follower."""
+        if job_id in self._logs:
+            raise FollowedElsewhere(job_id, retry_after_s=1.0)
+        return None
+
     # --- Worker ------------------------------------------------------------------------------------
 
     async def _work(self) -> None:
@@ -156,6 +168,7 @@ class LocalDispatcher:
                 await self._wakeup.wait()
                 continue
             self._update_queue_depth()
+            await self._publish_positions(batch[0].version)
             try:
                 await self._run_batch(batch)
             except asyncio.CancelledError:
@@ -170,12 +183,11 @@ class LocalDispatcher:
     async def _run_batch(self, batch: list[Job]) -> None:
         runnable = []
         for job in batch:
-            if await self._runner.start_job(job, queued_at=self._queued_at.get(job.job_id)):
+            ended = await self._runner.start_job(job, queued_at=self._queued_at.get(job.job_id))
+            if ended is None:
                 runnable.append(job)
-            else:  # the registry says it ended already: never run a job twice
-                self._release(job)
-                await self._publish(job, JobFailed("This job had already finished.", JobFailed.DUPLICATE))
-                self._logs.pop(job.job_id, None)
+            else:  # the registry says it failed already: never run it, tell what it said
+                await self._end(job, ended)
         if runnable:
             for outcome in await self._runner.run(runnable):
                 await self._finish(outcome)
@@ -188,13 +200,29 @@ class LocalDispatcher:
             log.exception("could not store the result of job %s", job.job_id)
             reason = "The result could not be saved (database error). Please try again."
             outcome = Outcome(job, JobFailed(reason, JobFailed.ENGINE_ERROR))
-        self._release(job)
-        await self._publish(job, outcome.event)
+        await self._end(job, outcome.event)
         record_outcome(job, outcome.event)
+
+    async def _end(self, job: Job, event: JobDone | JobFailed) -> None:
+        record_latency(job.kind, job.version, event, self._queued_at.get(job.job_id))
+        self._release(job)
+        await self._publish(job, event)
         self._logs.pop(job.job_id, None)  # listeners already following keep their own reference
 
+    async def _publish_positions(self, version: int) -> None:
+        """Tell the jobs still waiting for `version` their new place (in submit order, as at submit)."""
+        waiting = sorted(
+            (job for job in self._queue.jobs() if job.version == version), key=lambda job: self._queued_at[job.job_id]
+        )
+        for position, job in enumerate(waiting, start=1):
+            if self._positions.get(job.job_id) != position:
+                self._positions[job.job_id] = position
+                await self._publish(job, JobQueued(position))
+
     def _release(self, job: Job) -> None:
+        self._positions.pop(job.job_id, None)
         self._queued_at.pop(job.job_id, None)
+        self._active.discard(job.job_id)
         mine = self._jobs_by_user.get(job.user_id)
         if mine is not None:
             mine.discard(job.job_id)

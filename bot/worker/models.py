@@ -6,9 +6,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot import metrics
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,17 @@ def default_engine_loader(device: str, dtype: str) -> EngineLoader:
         return StyleEngine.load(version, device=device, dtype=getattr(torch, dtype))
 
     return load
+
+
+def configured_engine_loader(settings: Settings) -> EngineLoader:
+    """`default_engine_loader` on the settings' device and dtype (`auto`: the GPU when torch sees one)."""
+    from bot.config import resolve_device, resolve_dtype
+    from bot.worker.gpu_lease import visible_gpus
+
+    device = resolve_device(settings.device, len(visible_gpus()))
+    dtype = resolve_dtype(settings.dtype, device)
+    log.info("event=engine_device device=%s dtype=%s", device, dtype)
+    return default_engine_loader(device, dtype)
 
 
 class ModelCache:
@@ -47,6 +61,7 @@ class ModelCache:
                 seconds = time.perf_counter() - started
                 metrics.MODEL_LOAD_SECONDS.labels(str(version)).observe(seconds)
                 metrics.MODELS_LOADED.labels(str(version)).set(1)
+                metrics.record_gpu_memory()  # the weights are what fills the GPU: show it before the first batch
                 log.info("event=model_loaded version=%d seconds=%.2f", version, seconds)
             return self._engines[version]
 

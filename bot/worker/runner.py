@@ -38,6 +38,7 @@ from bot.jobs import (
     log_job_event,
 )
 from bot.worker.models import ModelCache
+from stylecodes.images import png_bytes
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +51,6 @@ class Outcome:
     job: Job
     event: TerminalEvent
 
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def preview_grid_webp(images: list[Image.Image]) -> bytes:
@@ -92,17 +88,22 @@ class BatchRunner:
 
     # --- Starting ----------------------------------------------------------------------------------
 
-    async def start_job(self, job: Job, *, queued_at: float | None, worker: str = "local") -> bool:
-        """Usage row -> running, `JobStarted` published, wait time recorded.
+    async def start_job(self, job: Job, *, queued_at: float | None, worker: str = "local") -> JobFailed | None:
+        """Usage row -> running, `JobStarted` published, wait time recorded. None: run the job now.
 
-        False when the registry says the job already ended (a redelivered job that another worker
-        finished): the caller must not run it again, so it is done exactly once.
+        A `JobFailed` (not published yet) when the registry has the job as failed or cancelled already (a
+        redelivered job, or one given up while it waited): the caller ends the job with it and never runs it.
+        A job the registry has as `done` is run again: its result was stored, but the worker died before
+        handing it over, and nothing else holds the images. Storing it again changes nothing (the row stays
+        `done`, its style's use counted once), so the user gets their images and the history stays right.
         """
         if isinstance(job, ImagineJob):
             status = await advance_usage(self.session_factory, job.job_id, "running")
-            if status in FINISHED_STATUSES:
+            if status in ("failed", "cancelled"):
                 log_job_event("skipped", job.job_id, kind=job.kind, status=status, worker=worker)
-                return False
+                return JobFailed(await stored_failure(self.session_factory, job.job_id), JobFailed.DUPLICATE)
+            if status == "done":
+                log_job_event("rerun", job.job_id, kind=job.kind, status=status, worker=worker)
         await self.publish(job, JobStarted())
         waited = None if queued_at is None else max(0.0, time.time() - queued_at)
         if waited is not None:
@@ -111,7 +112,7 @@ class BatchRunner:
             "started", job.job_id, kind=job.kind, version=job.version, user_id=job.user_id, worker=worker,
             waited_s=f"{waited:.3f}" if waited is not None else "unknown",
         )  # fmt: skip
-        return True
+        return None
 
     # --- Running -----------------------------------------------------------------------------------
 
@@ -241,10 +242,14 @@ class BatchRunner:
                 await set_revision_preview(session, event.payload.revision_id, event.payload.grid_webp)
                 await session.commit()
         if isinstance(job, ImagineJob):
-            if isinstance(event, JobDone):
-                await advance_usage(self.session_factory, job.job_id, "done")
-            else:
-                await advance_usage(self.session_factory, job.job_id, "failed", error=event.reason)
+            await self.store_usage(job.job_id, event)
+
+    async def store_usage(self, job_id: str, event: TerminalEvent) -> None:
+        """The usage row -> done, or failed with the reason (also for a queue entry too broken to rebuild a job)."""
+        if isinstance(event, JobDone):
+            await advance_usage(self.session_factory, job_id, "done")
+        else:
+            await advance_usage(self.session_factory, job_id, "failed", error=event.reason)
 
 
 FINISHED_STATUSES = ("done", "failed", "cancelled")
@@ -272,12 +277,40 @@ async def advance_usage(
             return (await get_usage(session, job_id)).status
 
 
+async def usage_status(session_factory: async_sessionmaker[AsyncSession], job_id: str) -> str | None:
+    """The usage row's status; None when the bot recorded no row for the job (encodes, previews)."""
+    from registry.errors import UsageNotFoundError
+    from registry.usage import get_usage
+
+    async with session_factory() as session:
+        try:
+            return (await get_usage(session, job_id)).status
+        except UsageNotFoundError:
+            return None
+
+
+async def stored_failure(session_factory: async_sessionmaker[AsyncSession], job_id: str) -> str:
+    """The user-facing reason of a job the registry has as failed or cancelled."""
+    from registry.usage import get_usage
+
+    async with session_factory() as session:
+        usage = await get_usage(session, job_id)
+    if usage.status == "cancelled":
+        return "This job was cancelled."
+    return usage.error or "This job failed."
+
+
 def record_outcome(job: Job, event: TerminalEvent) -> None:
     """Metrics and the structured log line for a job's end (also used for jobs failed outside a batch)."""
+    record_end(job.job_id, job.kind, job.version, event)
+
+
+def record_end(job_id: str, kind: str, version: int | str, event: TerminalEvent) -> None:
+    """`record_outcome` for a job known only by its id, kind and version (a broken queue entry, a restart)."""
     outcome = "done" if isinstance(event, JobDone) else "failed"
-    metrics.JOBS_FINISHED.labels(job.kind, outcome).inc()
+    metrics.JOBS_FINISHED.labels(kind, outcome).inc()
     if isinstance(event, JobFailed):
         metrics.JOB_FAILURES.labels(event.code).inc()
-        log_job_event("failed", job.job_id, kind=job.kind, version=job.version, code=event.code, reason=event.reason)
+        log_job_event("failed", job_id, kind=kind, version=version, code=event.code, reason=event.reason)
     else:
-        log_job_event("done", job.job_id, kind=job.kind, version=job.version)
+        log_job_event("done", job_id, kind=kind, version=version)

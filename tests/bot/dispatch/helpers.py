@@ -1,9 +1,12 @@
-"""Helpers for the dispatch tests: jobs, usage rows, and a recording wrapper around the real demo engine."""
+"""Helpers for the dispatch tests: jobs, usage rows, Redis workers, and a recording wrapper around the demo engine."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -42,8 +45,9 @@ def encode_job(user_id: int, image: bytes | None = None) -> EncodeJob:
     return EncodeJob(new_job_id(), user_id, DEMO, png(user_id) if image is None else image)
 
 
-async def record(session_factory, job: ImagineJob) -> None:
-    """What the front end does before submit: a `queued` usage row with the job's id."""
+async def record(session_factory, job: ImagineJob, *, revision_id: int | None = None) -> None:
+    """What the front end does before submit: a `queued` usage row with the job's id (of a named style's
+    revision when `revision_id` is given, else of the job's raw code)."""
     from registry.usage import record_usage
 
     first = job.requests[0]
@@ -62,9 +66,28 @@ async def record(session_factory, job: ImagineJob) -> None:
             width=first.width,
             height=first.height,
             model_version=job.version,
-            code=None if first.style is None else first.style.canonical,
+            code=None if first.style is None or revision_id is not None else first.style.canonical,
+            revision_id=revision_id,
             count=len(job.requests),
         )
+
+
+async def named_style(session_factory, job: ImagineJob, name: str = "neon-noir"):
+    """A saved style whose code is the job's: record the job with `revision_id=revision.id`."""
+    from registry.styles import create_style
+
+    async with session_factory() as session:
+        return await create_style(session, name=name, code=job.requests[0].style, owner_id=job.user_id, guild_id=None)
+
+
+async def use_count(session_factory, style_id: int) -> int:
+    """`Style.use_count`: what a second `done` of one job would push past the real number of uses."""
+    from sqlalchemy import select
+
+    from registry.models import Style
+
+    async with session_factory() as session:
+        return int(await session.scalar(select(Style.use_count).where(Style.id == style_id)))
 
 
 async def usage(session_factory, job_id: str):
@@ -129,3 +152,66 @@ class RecordingEngine:
         if any(request.prompt == self.fail_on_prompt for request in requests):
             raise ValueError(f"cannot paint {self.fail_on_prompt!r}")
         return self.engine.generate(requests, on_step=on_step)
+
+
+# --- Redis ---------------------------------------------------------------------------------------------
+
+
+def redis_limits(**overrides):
+    from bot.dispatch.base import DispatchLimits
+
+    return DispatchLimits(**{"served_versions": (DEMO,), "progress_interval_s": 0.0, **overrides})
+
+
+async def mark_live(redis, keys, versions=(DEMO,), name: str = "standby") -> None:
+    """Beat as a worker serving `versions` (as a worker that is loading its models does), so submits are taken."""
+    from bot.dispatch.redis_streams import beat
+
+    await beat(redis, keys, name, versions)
+
+
+@contextlib.asynccontextmanager
+async def running_worker(redis, keys, engine, session_factory, *, limits=None, **options):
+    """A `RedisWorker` task in this process (its own engine thread), stopped and awaited on exit."""
+    from bot.worker.models import ModelCache
+    from bot.worker.redis_worker import RedisWorker
+
+    worker = RedisWorker(
+        redis=redis,
+        limits=limits or redis_limits(),
+        models=ModelCache(lambda version: engine),
+        session_factory=session_factory,
+        keys=keys,
+        read_block_ms=100,
+        **options,
+    )
+    task = asyncio.create_task(worker.run())
+    try:
+        await wait_for(lambda: _joined(redis, keys, worker), 10, "the worker to start")
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, timeout=30)
+
+
+async def _joined(redis, keys, worker) -> bool:
+    version = worker.limits.served_versions[0]
+    return await redis.zscore(keys.workers(version), worker.consumer) is not None
+
+
+async def wait_for(predicate, within_s: float, what: str):
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {within_s} s waiting for {what}")
+
+
+async def job_events(redis, keys, job_id: str) -> list[tuple[float, dict]]:
+    """The job's event stream as (seconds since the epoch, event dict), from the entry ids."""
+    import json
+
+    entries = await redis.xrange(keys.events(job_id))
+    return [(int(entry_id.split("-")[0]) / 1000, json.loads(fields["event"])) for entry_id, fields in entries]

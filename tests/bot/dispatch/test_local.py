@@ -141,6 +141,22 @@ async def test_compatible_requests_share_one_generate_call(make_dispatcher, engi
         assert (await usage(session_factory, job.job_id)).status == "done"
 
 
+async def test_waiting_jobs_are_told_their_new_queue_position_as_the_queue_moves(
+    make_dispatcher, engine, session_factory
+):
+    dispatcher = await make_dispatcher(max_batch_size=1)
+    blocker = await park(engine, dispatcher, session_factory)
+    jobs = [imagine_job(user, seed=user) for user in (ALICE, BOB, CAROL)]
+    handles = []
+    for job in jobs:
+        await record(session_factory, job)
+        handles.append(await dispatcher.submit(job))
+    engine.release()
+    await blocker.result()
+    positions = [[e.position for e in await collect(handle) if isinstance(e, JobQueued)] for handle in handles]
+    assert positions == [[1], [2, 1], [3, 2, 1]]
+
+
 async def test_incompatible_requests_run_separately(make_dispatcher, engine, session_factory):
     dispatcher = await make_dispatcher(max_batch_size=4)
     blocker = await park(engine, dispatcher, session_factory)
@@ -308,3 +324,30 @@ async def test_preview_job_renders_the_grid_and_stores_it_in_the_registry(make_d
     assert grid.format == "WEBP" and grid.size == (128, 128)  # 2x2 tiles of 64 px
     async with session_factory() as session:
         assert await get_revision_preview(session, revision.id) == done.payload.grid_webp
+
+
+async def test_a_preview_does_not_take_one_of_the_users_job_slots_but_counts_toward_the_cap(
+    make_dispatcher, engine, session_factory
+):
+    """Saving a style while an /imagine runs must not refuse the user's next /imagine."""
+    from registry.styles import create_style
+    from stylecodes.codec import random_code
+
+    code = random_code(0)
+    async with session_factory() as session:
+        revision = await create_style(session, name="neon-noir", code=code, owner_id=ALICE, guild_id=None)
+    dispatcher = await make_dispatcher(max_jobs_per_user=2, queue_cap=4)
+    running = await park(engine, dispatcher, session_factory, user_id=ALICE)  # Alice's /imagine
+    preview = await dispatcher.submit(PreviewJob(new_job_id(), ALICE, revision.id, code.canonical, steps=2, size=64))
+    second = imagine_job(ALICE)
+    await record(session_factory, second)
+    handles = [running, preview, await dispatcher.submit(second)]  # her second job
+    with pytest.raises(UserJobLimitError, match="You already have 2 jobs"):
+        await dispatcher.submit(imagine_job(ALICE))
+    handles.append(await dispatcher.submit(encode_job(BOB)))
+    with pytest.raises(QueueFullError):  # the preview holds one of the four places
+        await dispatcher.submit(encode_job(CAROL))
+    engine.release()
+    for handle in handles:
+        assert isinstance(await handle.result(), JobDone)
+    assert dispatcher.active_jobs == 0

@@ -26,6 +26,7 @@ async def test_redis_when_the_url_is_set(session_factory, redis_server):
     settings = Settings(model_version=0, served_versions=[0], redis_url=redis_server.url)
     dispatcher = make_dispatcher(settings, session_factory=session_factory)
     assert isinstance(dispatcher, RedisDispatcher)
+    assert dispatcher.session_factory is session_factory  # its sweep records the jobs it gives up
     await dispatcher.start()  # connects (and would fail here with a wrong URL)
     await dispatcher.close()
 

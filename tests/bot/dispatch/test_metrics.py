@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.jobs import JobDone, JobFailed, UserJobLimitError
-from bot.metrics import bound_port, start_metrics_server
+from bot.metrics import GPU_MEMORY_BYTES, bound_port, start_metrics_server
 from bot.worker.models import ModelCache
 from tests.bot.dispatch.helpers import encode_job, imagine_job, record
 
@@ -74,3 +74,27 @@ async def test_metrics_follow_jobs_and_healthz_reports(demo_engine, session_fact
     finally:
         await dispatcher.close()
         await server.cleanup()
+
+
+def test_gpu_memory_is_recorded_as_soon_as_a_model_loads(monkeypatch):
+    """The weights are what fills the GPU: the gauge must show them before the first batch ends."""
+    import torch
+    from prometheus_client import REGISTRY
+
+    from bot.worker.models import ModelCache
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda index: 3_000 + index)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda index: 4_000 + index)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda index: 5_000 + index)
+    for kind in ("allocated", "reserved", "max_allocated"):
+        GPU_MEMORY_BYTES.labels("cuda:0", kind).set(0)
+
+    engine = object()
+    assert ModelCache(lambda version: engine).get(0) is engine
+
+    def gauge(kind: str) -> float | None:
+        return REGISTRY.get_sample_value("stylecodes_gpu_memory_bytes", {"device": "cuda:0", "kind": kind})
+
+    assert (gauge("allocated"), gauge("reserved"), gauge("max_allocated")) == (3_000, 4_000, 5_000)

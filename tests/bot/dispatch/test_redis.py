@@ -2,23 +2,21 @@
 
 The in-process tests run a `RedisWorker` as a task next to one or two `RedisDispatcher`s (two bots);
 `test_sigkilled_worker_job_completes_on_the_other` runs two real `python -m bot.worker` processes.
+More: `test_redis_worker.py` (what the worker takes and gives back), `test_redis_recovery.py` (restarts).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.redis_streams import GROUP, RedisDispatcher, RedisKeys
 from bot.jobs import (
     EncodeResult,
@@ -31,62 +29,25 @@ from bot.jobs import (
     QueueFullError,
     UserJobLimitError,
 )
-from bot.worker.models import ModelCache
-from bot.worker.redis_worker import RedisWorker
 from stylecodes.versions import UnservedVersionError
 from tests.bot.conftest import free_port
-from tests.bot.dispatch.helpers import done_count, encode_job, imagine_job, record, usage
+from tests.bot.dispatch.helpers import (
+    done_count,
+    encode_job,
+    imagine_job,
+    named_style,
+    record,
+    redis_limits,
+    running_worker,
+    usage,
+    use_count,
+    wait_for,
+)
 
 pytestmark = pytest.mark.redis
 
 ALICE, BOB, CAROL = 11, 22, 33
 PROJECT_ROOT = Path(__file__).resolve().parents[3]
-
-
-def limits(**overrides) -> DispatchLimits:
-    return DispatchLimits(**{"served_versions": (0,), "progress_interval_s": 0.0, **overrides})
-
-
-@pytest.fixture
-def keys(redis_prefix) -> RedisKeys:
-    return RedisKeys(redis_prefix)
-
-
-@pytest.fixture
-async def bots(redis_server, keys):
-    """Factory of bot-side dispatchers (each its own connection, as separate bot processes would have)."""
-    made = []
-
-    async def make(**overrides) -> RedisDispatcher:
-        dispatcher = RedisDispatcher.from_url(
-            redis_server.url, limits=limits(**overrides), keys=keys, poll_block_ms=200
-        )
-        await dispatcher.start()
-        made.append(dispatcher)
-        return dispatcher
-
-    yield make
-    for dispatcher in made:
-        await dispatcher.close()
-
-
-@contextlib.asynccontextmanager
-async def running_worker(redis_client, keys, demo_engine, session_factory, **options):
-    worker = RedisWorker(
-        redis=redis_client,
-        limits=limits(),
-        models=ModelCache(lambda version: demo_engine),
-        session_factory=session_factory,
-        keys=keys,
-        read_block_ms=100,
-        **options,
-    )
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, timeout=30)
 
 
 async def test_imagine_and_encode_through_redis(bots, redis_client, keys, demo_engine, session_factory):
@@ -120,6 +81,28 @@ async def test_imagine_and_encode_through_redis(bots, redis_client, keys, demo_e
     # A late listener (a restarted bot) still reads the stored result.
     late = await bot.resume(job.job_id)
     assert isinstance(await late.result(), JobDone)
+
+
+async def test_a_waiting_jobs_follower_is_told_its_new_queue_position(
+    bots, redis_client, keys, demo_engine, session_factory
+):
+    bot = await bots()
+    jobs = [imagine_job(user, seed=user, steps=2) for user in (ALICE, BOB, CAROL)]
+    handles = []
+    for job in jobs:
+        await record(session_factory, job)
+        handles.append(await bot.submit(job))
+    assert [h.position for h in handles] == [1, 2, 3]
+    options = {"limits": redis_limits(max_batch_size=1), "step_delay_s": 0.4}  # about a second per job
+    async with running_worker(redis_client, keys, demo_engine, session_factory, **options):
+        events = await asyncio.wait_for(asyncio.gather(*(_events(h) for h in handles)), 60)
+    positions = [[e.position for e in job_events if isinstance(e, JobQueued)] for job_events in events]
+    assert positions == [[1], [2, 1], [3, 2, 1]]
+    assert all(isinstance(job_events[-1], JobDone) for job_events in events)
+
+
+async def _events(handle) -> list:
+    return [event async for event in handle.events()]
 
 
 async def test_limits_hold_across_bot_processes(bots):
@@ -174,10 +157,41 @@ async def test_delivery_limit_fails_the_job_with_reason(bots, redis_client, keys
     assert (await redis_client.xpending(keys.stream(0), GROUP))["pending"] == 0
 
 
-async def test_reclaimed_job_that_was_already_done_is_not_run_again(
+async def test_reclaimed_job_already_stored_as_done_is_run_again_for_its_images_and_counted_once(
     bots, redis_client, keys, demo_engine, session_factory
 ):
-    """A worker stored the result and died before its XACK: the next delivery must not make a second result."""
+    """A worker stored the result and died before publishing it: nothing holds the images but the request.
+
+    The next delivery runs it again, so the user gets their images; storing it again changes nothing: one
+    `done` row, one use of the style.
+    """
+    from registry.usage import set_usage_status
+
+    bot = await bots()
+    job = imagine_job(ALICE)
+    revision = await named_style(session_factory, job)
+    await record(session_factory, job, revision_id=revision.id)
+    handle = await bot.submit(job)
+    await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
+    await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
+    async with session_factory() as session:  # what the dead worker had stored
+        await set_usage_status(session, job.job_id, "running")
+        await set_usage_status(session, job.job_id, "done")
+    assert await use_count(session_factory, revision.style_id) == 1
+    async with running_worker(redis_client, keys, demo_engine, session_factory, idle_timeout_s=0.2) as worker:
+        result = await asyncio.wait_for(handle.result(), timeout=20)
+    assert isinstance(result, JobDone) and isinstance(result.payload, ImagineResult)
+    assert [m["seed"] for m in result.payload.metadata] == [r.seed for r in job.requests]
+    assert worker.batches_run == 1
+    assert await done_count(session_factory, job.job_id) == 1
+    assert await use_count(session_factory, revision.style_id) == 1
+    assert (await redis_client.xpending(keys.stream(0), GROUP))["pending"] == 0
+    assert await redis_client.scard(keys.active) == 0
+
+
+async def test_reclaimed_job_already_stored_as_failed_tells_the_stored_reason_and_is_not_run(
+    bots, redis_client, keys, demo_engine, session_factory
+):
     from registry.usage import set_usage_status
 
     bot = await bots()
@@ -186,19 +200,15 @@ async def test_reclaimed_job_that_was_already_done_is_not_run_again(
     handle = await bot.submit(job)
     await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
     await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
-    async with session_factory() as session:  # what the dead worker had stored
-        await set_usage_status(session, job.job_id, "running")
-        await set_usage_status(session, job.job_id, "done")
+    async with session_factory() as session:
+        await set_usage_status(session, job.job_id, "failed", error="The model failed on this job (OOM).")
     async with running_worker(redis_client, keys, demo_engine, session_factory, idle_timeout_s=0.2) as worker:
-        for _ in range(200):
-            if (await redis_client.xpending(keys.stream(0), GROUP))["pending"] == 0:
-                break
-            await asyncio.sleep(0.05)
-    assert (await redis_client.xpending(keys.stream(0), GROUP))["pending"] == 0
+        told = await asyncio.wait_for(handle.result(), timeout=20)
+    assert isinstance(told, JobFailed) and told.reason == "The model failed on this job (OOM)."
     assert worker.batches_run == 0
-    assert await done_count(session_factory, job.job_id) == 1
-    told = await asyncio.wait_for(handle.result(), timeout=10)  # the listener is not left waiting forever
-    assert isinstance(told, JobFailed) and told.code == JobFailed.LOST and "run it again" in told.reason
+    assert (await usage(session_factory, job.job_id)).status == "failed"
+    assert (await redis_client.xpending(keys.stream(0), GROUP))["pending"] == 0
+    assert await redis_client.scard(keys.user(ALICE)) == 0
 
 
 async def test_a_slow_job_is_not_taken_from_a_live_worker(bots, redis_client, keys, demo_engine, session_factory):
@@ -244,16 +254,6 @@ def start_worker(redis_url: str, registry_url: str, log_path: Path, metrics_port
     )
 
 
-async def wait_for(predicate, within_s: float, what: str):
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {within_s} s waiting for {what}")
-
-
 async def test_sigkilled_worker_job_completes_on_the_other(redis_server, registry_url, session_factory, tmp_path):
     from redis.asyncio import Redis
 
@@ -264,7 +264,7 @@ async def test_sigkilled_worker_job_completes_on_the_other(redis_server, registr
     keys = RedisKeys()
     ports = [free_port(), free_port()]
     workers = [start_worker(redis_url, registry_url, tmp_path / f"worker{i}.log", ports[i]) for i in range(2)]
-    bot = RedisDispatcher(redis=redis, limits=limits(), poll_block_ms=200)
+    bot = RedisDispatcher(redis=redis, limits=redis_limits(), poll_block_ms=200)
     try:
 
         async def both_joined():
@@ -278,7 +278,8 @@ async def test_sigkilled_worker_job_completes_on_the_other(redis_server, registr
         await wait_for(both_joined, 60, "both workers to join the consumer group")
 
         job = imagine_job(ALICE, steps=20)
-        await record(session_factory, job)
+        revision = await named_style(session_factory, job)  # a second `done` would count a second use
+        await record(session_factory, job, revision_id=revision.id)
         handle = await bot.submit(job)
 
         async def running_on():
@@ -300,6 +301,7 @@ async def test_sigkilled_worker_job_completes_on_the_other(redis_server, registr
         finished_on = await redis.hget(keys.job(job.job_id), "worker")
         assert finished_on != first_worker
         assert await done_count(session_factory, job.job_id) == 1  # exactly once `done` in the usage history
+        assert await use_count(session_factory, revision.style_id) == 1  # and counted once
         row = await usage(session_factory, job.job_id)
         assert row.status == "done" and row.error is None
         assert (await redis.xpending(keys.stream(0), GROUP))["pending"] == 0
