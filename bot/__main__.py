@@ -3,7 +3,10 @@
     DISCORD_TOKEN=... python -m bot           # run; publishes the slash commands when they changed
     DISCORD_TOKEN=... python -m bot --sync    # publish them even if unchanged
 
-Settings come from the environment or `.env` (see `bot/config.py` and docs/bot.md).
+Settings come from the environment or `.env` (see `bot/config.py` and docs/bot.md); `.env` is copied into
+the environment first, so the variables other libraries read (`STYLECODES_V1_*`, `HF_HUB_OFFLINE`) work
+from it too. A registry, Redis or Discord that cannot be reached, or invalid settings, end the start with a
+message saying what to fix (exit status 2), not a traceback.
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ import sys
 import aiohttp
 import discord
 import yarl
-from pydantic import ValidationError
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.config import Settings
+from bot.config import (
+    Settings,
+    StartupError,
+    check_database,
+    data_dir_unusable,
+    error_text,
+    load_settings,
+    redis_unreachable,
+)
+from bot.worker.__main__ import preload_models
 
 log = logging.getLogger("bot")
 
@@ -44,7 +57,8 @@ To get a token:
   4. Invite the bot: in "OAuth2" > "URL Generator", tick the scopes `bot` and `applications.commands`
      and the bot permissions View Channels, Send Messages, Send Messages in Threads, Embed Links,
      Attach Files and Read Message History (permission integer {BOT_PERMISSIONS.value}); open the URL
-     and pick your server. Or open, with your application id:
+     and pick your server. Or open this URL with APPLICATION_ID replaced by your application id (the
+     "Application ID" on the application's "General Information" page in the developer portal):
      https://discord.com/oauth2/authorize?client_id=APPLICATION_ID&scope=bot+applications.commands&permissions={BOT_PERMISSIONS.value}
   5. Put the token in the environment or in a `.env` file next to where you run the bot:
          DISCORD_TOKEN=your-token
@@ -68,9 +82,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"Invalid settings (environment or .env):\n{exc}", file=sys.stderr)
+        settings = load_settings()  # `.env` into the environment first: STYLECODES_V1_*, HF_HUB_OFFLINE
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
         return 2
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         print(MISSING_TOKEN_HELP, file=sys.stderr)
@@ -78,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     discord.utils.setup_logging(level=logging.getLevelName(settings.log_level))
     try:
         asyncio.run(run(settings, sync=args.sync))
+    except StartupError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     except discord.LoginFailure:
         log.error("Discord refused the token (DISCORD_TOKEN). Reset it in the developer portal and try again.")
         return 1
@@ -95,50 +112,83 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
     discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
     if settings.discord_gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
-    url = settings.resolved_database_url
-    await registry.upgrade_to_head(url)  # `alembic upgrade head`: the schema is always current
-    database = registry.create_engine(url)
-    session_factory = registry.create_session_factory(database)
-    dispatcher = make_dispatcher(settings, session_factory=session_factory)
-    await dispatcher.start()
-    metrics_server = None
-    if settings.metrics_port is not None:
-        from bot.metrics import start_metrics_server
-
-        metrics_server = await start_metrics_server(settings.metrics_port)
     try:
+        url = settings.resolved_database_url
+    except OSError as exc:  # the SQLite folder cannot be created
+        raise data_dir_unusable(settings.data_dir, exc) from None
+    database = registry.create_engine(url)
+    dispatcher = None
+    metrics_server = None
+    try:
+        await check_database(url, database)  # unreachable: a message, not a migration traceback
+        await registry.upgrade_to_head(url)  # `alembic upgrade head`: the schema is always current
+        session_factory = registry.create_session_factory(database)
+        dispatcher = make_dispatcher(settings, session_factory=session_factory)
+        try:
+            await dispatcher.start()
+        except (RedisError, OSError) as exc:
+            if not settings.redis_url:
+                raise
+            raise redis_unreachable(settings.redis_url, exc) from None
         async with aiohttp.ClientSession() as http:
             policy = AttachmentPolicy(max_bytes=settings.max_attachment_bytes)
             bot = create_bot(BotResources(settings, session_factory, dispatcher, http, policy))
             bot.sync_commands_on_start = "always" if sync else "changed"
-            warm_up = asyncio.create_task(_warm_up(dispatcher, settings))
+            if settings.metrics_port is not None:
+                from bot.metrics import start_metrics_server
+
+                metrics_server = await start_metrics_server(settings.metrics_port, health=bot.health)
             async with bot:
-                await bot.start(settings.discord_token.get_secret_value())  # type: ignore[union-attr]
-            warm_up.cancel()
+                try:
+                    await bot.login(settings.discord_token.get_secret_value())  # type: ignore[union-attr]
+                except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                    raise StartupError(
+                        f"Could not reach Discord's API at {settings.discord_api_base}: {error_text(exc)}. Check "
+                        "this host's internet connection, DNS and firewall (outgoing HTTPS to discord.com), or "
+                        "STYLECODES_DISCORD_API_BASE if the bot goes through a proxy."
+                    ) from None
+                # Only after a good login: a refused token must not wait for a 7.5 GB download to end.
+                warm_ups = [
+                    asyncio.create_task(_warm_up(dispatcher, settings)),
+                    asyncio.create_task(_warm_similar_index(session_factory)),
+                ]
+                try:
+                    await bot.connect()
+                finally:
+                    for task in warm_ups:
+                        task.cancel()
     finally:
-        await dispatcher.close()
+        if dispatcher is not None:
+            await dispatcher.close()
         if metrics_server is not None:
             await metrics_server.cleanup()
         await database.dispose()
 
 
 async def _warm_up(dispatcher: object, settings: Settings) -> None:
-    """Embedded mode: load the default model now, so the first user does not wait, and say at startup
-    whether its images are safety-checked. (Redis mode: the workers load and report their models.)"""
+    """Embedded mode: load the served models now, so the first user does not wait, and say once at startup
+    whether their images are safety-checked. (Redis mode: each worker loads and reports its models.)"""
     models = getattr(dispatcher, "models", None)
     if models is None:
         return
     try:
-        engine = await asyncio.to_thread(models.get, settings.model_version)
+        await asyncio.to_thread(preload_models, models, settings.versions_served)
+    except StartupError as exc:
+        log.error("%s The bot keeps running; the next job of that version tries to load it again.", exc)
+
+
+async def _warm_similar_index(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """Build the registry's similar-styles index now (seconds at 1M styles, off the event loop), so the
+    first /stylecode similar does not pay for it."""
+    import registry
+
+    try:
+        async with session_factory() as session:
+            count = await registry.warm_similar_index(session)
     except Exception:
-        log.exception("could not load model version %d; /imagine will fail until it loads", settings.model_version)
+        log.warning("event=similar_index_failed: the first /stylecode similar builds it instead", exc_info=True)
         return
-    log.info("event=model_ready version=%d safety_checker=%s", settings.model_version, engine.has_safety_checker)
-    if not engine.has_safety_checker:
-        log.warning(
-            "model version %d has no safety checker: generated images are not screened for NSFW content",
-            settings.model_version,
-        )
+    log.info("event=similar_index_ready revisions=%d", count)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -185,6 +186,24 @@ class StylecodesBot(commands.Bot):
 
     async def on_ready(self) -> None:
         log.info("event=ready user=%s guilds=%d", self.user, len(self.guilds))
+
+    def health(self) -> dict[str, Any]:
+        """/healthz: ok once the gateway said READY, until the bot closes (503 otherwise)."""
+        ready, closed = self.is_ready(), self.is_closed()
+        state: dict[str, Any] = {
+            "ok": ready and not closed,
+            "ready": ready,
+            "closed": closed,
+            "user": None if self.user is None else str(self.user),
+            "guilds": len(self.guilds),
+            "shard_count": self.shard_count,
+            "latency_ms": round(self.latency * 1000) if math.isfinite(self.latency) else None,
+            "background_tasks": len(self._background),  # jobs being followed, restart recovery
+        }
+        models = getattr(self.resources.dispatcher, "models", None)  # the embedded worker's model cache
+        if models is not None:
+            state["models_loaded"] = list(models.loaded_versions)
+        return state
 
 
 class ShardedStylecodesBot(StylecodesBot, commands.AutoShardedBot):

@@ -12,13 +12,15 @@ from urllib.parse import urlsplit
 import aiohttp
 import discord
 
+from bot.config import Settings
 from bot.errors import AttachmentError
 
 # Where Discord serves attachments. Anything else could be an SSRF attempt or a tracker.
 DISCORD_CDN_HOSTS: frozenset[str] = frozenset({"cdn.discordapp.com", "media.discordapp.net"})
 # What stylecodes.images.load_image decodes.
 IMAGE_CONTENT_TYPES: frozenset[str] = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif"})
-MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024  # the 10 MB
+# STYLECODES_MAX_ATTACHMENT_BYTES's default; `python -m bot` passes the configured value.
+MAX_ATTACHMENT_BYTES: int = Settings.model_fields["max_attachment_bytes"].default
 
 
 @dataclass(frozen=True)

@@ -3,17 +3,28 @@
 Every setting is `STYLECODES_<NAME>` in the environment, except the token, which is `DISCORD_TOKEN`
 as every Discord tool spells it. The token is a `SecretStr`: it prints as `**********`, so a logged
 settings object never leaks it.
+
+The entry points (`python -m bot`, `python -m bot.worker`) start with `load_settings()`: it first copies
+`.env` into the process environment (`load_env_file`), so the variables that other libraries read from
+`os.environ` (`STYLECODES_V1_*` local model paths, `HF_HUB_OFFLINE`, `HF_HOME`) work from `.env` too, and
+it turns invalid settings into a `StartupError`: a message for the operator, not a traceback.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import urllib.parse
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stylecodes.codec import KNOWN_VERSIONS
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+_DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")  # the async drivers the project installs
 
 
 class Settings(BaseSettings):
@@ -49,8 +60,11 @@ class Settings(BaseSettings):
     # Versions this process's worker serves (generation follows each code's version digit).
     # Empty = just `model_version`.
     served_versions: Annotated[list[int], NoDecode] = Field(default_factory=list)
-    device: str = "cpu"  # "cuda", "cuda:1", "cpu"
-    dtype: Literal["float32", "float16", "bfloat16"] = "float32"  # float16 halves GPU memory
+    # "auto": CUDA when torch sees a GPU, else the CPU (see `resolve_device`). "cuda" in a Redis worker
+    # claims a GPU no other worker holds (bot/worker/gpu_lease.py); "cuda:1" pins one.
+    device: str = "auto"
+    # "auto": float16 on CUDA, float32 on the CPU. float16 halves GPU memory.
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
 
     image_size: int = Field(default=512, ge=64, le=1024, multiple_of=8)  # px, square; SD1.5 is trained at 512
     preview_steps: int = Field(default=20, ge=1, le=100)  # denoising steps of a saved style's preview grid
@@ -64,6 +78,9 @@ class Settings(BaseSettings):
     job_idle_timeout_s: float = Field(default=120.0, gt=0)
     # ...and failed, with the user told why, after this many deliveries.
     max_deliveries: int = Field(default=3, ge=1)
+    # Redis transport: a job still queued this long while no live worker serves its version is failed,
+    # with the reason, instead of showing "Queued" forever.
+    max_queue_wait_s: float = Field(default=600.0, gt=0)
 
     # --- Limits shown to users -----------------------------------------------------------------
     max_attachment_bytes: int = Field(default=10 * 1024 * 1024, ge=1)  # the issue's 10 MB
@@ -81,6 +98,45 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        value = value.strip().lower()
+        if not _DEVICE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a device; use auto, cpu, cuda, cuda:N (N = the GPU index) or mps")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            driver = make_url(value.strip()).drivername
+        except ArgumentError:
+            driver = None
+        if driver not in _DATABASE_DRIVERS:
+            raise ValueError(
+                f"{redact_url(value)!r} is not a database URL this project can use; "
+                "use postgresql+asyncpg://user:password@host:5432/stylecodes or sqlite+aiosqlite:///path/to/file.db"
+            )
+        return value.strip()
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if not value or not value.strip():
+            return None
+        if urllib.parse.urlsplit(value.strip()).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{redact_url(value)!r} is not a Redis URL; use redis://[:password@]host:6379/0 "
+                "(rediss:// for TLS)"
+            )
+        return value.strip()
 
     @field_validator("served_versions", "shard_ids", mode="before")
     @classmethod
@@ -122,3 +178,144 @@ class Settings(BaseSettings):
         from registry.config import default_database_url  # creates data_dir
 
         return default_database_url(self.data_dir)
+
+
+# --- Devices ---------------------------------------------------------------------------------------
+
+
+def resolve_device(requested: str, gpu_count: int) -> str:
+    """The torch device for the `STYLECODES_DEVICE` setting, given how many CUDA GPUs this process sees.
+
+    "auto" is "cuda" with a GPU and "cpu" without. Asking for a GPU that is not there is a `StartupError`
+    (a CPU build of torch, a container started without GPUs, or an index past the last GPU).
+    """
+    if requested == "auto":
+        return "cuda" if gpu_count > 0 else "cpu"
+    if requested.startswith("cuda"):
+        index = int(requested.partition(":")[2] or 0)
+        if index >= gpu_count:
+            seen = f"only {gpu_count} GPU(s) (cuda:0 to cuda:{gpu_count - 1})" if gpu_count else "no CUDA GPU"
+            raise StartupError(
+                f"STYLECODES_DEVICE={requested} asks for a GPU, but this process sees {seen}. Install the CUDA "
+                "build of torch, give the container the GPUs (the compose file reserves them for the worker), "
+                "or set STYLECODES_DEVICE=auto (the GPU when there is one, else the CPU) or cpu."
+            )
+    return requested
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """The torch dtype name for `STYLECODES_DTYPE` on `device`: "auto" is float16 on CUDA, float32 elsewhere."""
+    if requested != "auto":
+        return requested
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+# --- Startup ---------------------------------------------------------------------------------------
+
+
+class StartupError(Exception):
+    """Something the operator has to fix before the process can start; `str()` says what and how.
+
+    The entry points print it without a traceback and exit with status 2.
+    """
+
+
+def load_env_file(path: str | Path = ".env") -> None:
+    """Copy `path` (a dotenv file) into `os.environ`, for the keys the environment does not set already.
+
+    Settings read `.env` themselves; this is for what other code reads from `os.environ` only: the
+    `STYLECODES_V1_*` local model paths and Hugging Face's `HF_HUB_OFFLINE` and `HF_HOME`. Call it
+    before anything imports huggingface_hub, which reads its variables at import.
+    """
+    from dotenv import dotenv_values  # python-dotenv, which pydantic-settings reads `.env` with
+
+    for key, value in dotenv_values(path, encoding="utf-8").items():
+        if value is not None and key not in os.environ:
+            os.environ[key] = value
+
+
+def load_settings() -> Settings:
+    """`.env` into the environment, then the validated settings; invalid ones raise `StartupError`."""
+    load_env_file()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise StartupError(describe_invalid_settings(exc)) from None
+
+
+def describe_invalid_settings(exc: ValidationError) -> str:
+    """One line per problem: the setting, its variable, what is wrong and the value given (passwords masked)."""
+    lines = ["Invalid settings (environment or .env):"]
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across settings: the message names them
+            lines.append(f"  {message}")
+            continue
+        field = str(error["loc"][0])
+        alias = Settings.model_fields[field].validation_alias if field in Settings.model_fields else None
+        variable = alias.choices[0] if isinstance(alias, AliasChoices) else f"STYLECODES_{field.upper()}"
+        given = error.get("input")
+        # Our own checks (value_error) quote the value themselves; never echo the token.
+        if error["type"] != "value_error" and field != "discord_token" and isinstance(given, str | int | float):
+            message += f" (got {redact_url(str(given))!r})"
+        lines.append(f"  {field} ({variable}): {message}")
+    return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if not parts.password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+async def check_database(url: str, engine: Any) -> None:
+    """Open one connection to the registry (`engine`, an AsyncEngine for `url`); failure is a `StartupError`."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except (OSError, TimeoutError, SQLAlchemyError) as exc:
+        raise database_unreachable(url, exc) from None
+
+
+def database_unreachable(url: str, exc: BaseException) -> StartupError:
+    if url.startswith("sqlite"):
+        how = (
+            "Check that the folder exists or can be created and is writable by this user "
+            "(STYLECODES_DATA_DIR, default ./data), or point STYLECODES_DATABASE_URL at another file."
+        )
+    else:
+        how = (
+            "Check that the database server is running and reachable from here, and that "
+            "STYLECODES_DATABASE_URL has the right host, port, user, password and database name "
+            "(postgresql+asyncpg://user:password@host:5432/stylecodes)."
+        )
+    return StartupError(f"Could not open the registry database at {redact_url(url)}: {error_text(exc)}. {how}")
+
+
+def redis_unreachable(url: str, exc: BaseException) -> StartupError:
+    return StartupError(
+        f"Could not connect to Redis at {redact_url(url)}: {error_text(exc)}. Check that Redis is running and "
+        "reachable from here and that STYLECODES_REDIS_URL is right (redis://[:password@]host:6379/0, "
+        "rediss:// for TLS); the password must match Redis's requirepass. Without Redis, unset "
+        "STYLECODES_REDIS_URL: `python -m bot` then runs its own in-process worker."
+    )
+
+
+def data_dir_unusable(data_dir: Path, exc: OSError) -> StartupError:
+    return StartupError(
+        f"Could not create the data folder {data_dir} (STYLECODES_DATA_DIR): {error_text(exc)}. Point "
+        "STYLECODES_DATA_DIR at a folder this user may write, or set STYLECODES_DATABASE_URL."
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """`Type: first line of the message`, without a trailing full stop (the caller's sentence goes on)."""
+    text = str(exc).strip().splitlines()[0].rstrip(".") if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -10,24 +10,56 @@ import discord
 from PIL import Image, ImageDraw
 
 from stylecodes.codec import LATENT_DIM, MAX_LEVEL, StyleCode
+from stylecodes.images import png_bytes
 
 BRAND = discord.Colour(0x7B5CFF)
 ERROR = discord.Colour(0xE5484D)
 THUMBNAIL_SIZE = 160  # px, longest side of the source-image thumbnail on an encode reply
+
+# Discord's limits on an embed (it refuses the whole message with 400 beyond them).
+TITLE_MAX = 256
+DESCRIPTION_MAX = 4096
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with an ellipsis when longer."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def escape(text: str) -> str:
+    """Text someone typed, shown as typed: no markdown, masked links or @everyone."""
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(text))
+
+
+def join_within(items: Sequence[str], limit: int = FIELD_VALUE_MAX, *, separator: str = "\n") -> str:
+    """`items` joined while they fit in `limit` characters, then "… and N more" for the rest.
+
+    Whole items only (a cut line could break a link or a code span); a single item longer than the
+    limit is clipped.
+    """
+    kept: list[str] = []
+    used = 0
+    for index, item in enumerate(items):
+        left = len(items) - index - 1
+        tail = len(f"{separator}… and {left} more") if left else 0
+        cost = len(item) + (len(separator) if kept else 0)
+        if used + cost + tail > limit:
+            if not kept:  # not even the first one fits: clip it
+                more = f"{separator}… and {left} more" if left else ""
+                return clip(item, limit - len(more)) + more
+            return separator.join(kept) + f"{separator}… and {len(items) - index} more"
+        kept.append(item)
+        used += cost
+    return separator.join(kept)
 
 
 def code_block(code: StyleCode | str) -> str:
     """A code block: one tap copies it on mobile, and nothing in it is read as markdown."""
     return f"```\n{code}\n```"
 
-
-def png_bytes(image: Image.Image, max_side: int | None = None) -> bytes:
-    if max_side is not None:
-        image = image.copy()
-        image.thumbnail((max_side, max_side))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", optimize=False)
-    return buffer.getvalue()
 
 
 def png_file(data: bytes, filename: str, *, spoiler: bool = False) -> discord.File:
@@ -82,13 +114,14 @@ class GenerationSummary:
 
 
 def result_embed(summary: GenerationSummary, *, warnings: Sequence[str] = (), withheld: int = 0) -> discord.Embed:
-    embed = discord.Embed(description=_clip(summary.prompt, 4000), colour=BRAND)
+    # Within 6000 characters in all: a 2000-character prompt (escaped) and three full fields.
+    embed = discord.Embed(description=clip(escape(summary.prompt), 2000), colour=BRAND)
     embed.set_author(name="/imagine")
     if summary.style_label is not None:
         label = summary.style_label
         if summary.code is not None and label != summary.code.canonical:
             label = f"{label}\n`{summary.code.canonical}`"
-        embed.add_field(name="Style", value=_clip(label, 1024), inline=False)
+        embed.add_field(name="Style", value=clip(label, FIELD_VALUE_MAX), inline=False)
     else:
         embed.add_field(name="Style", value="none (plain Stable Diffusion)", inline=False)
     seeds = ", ".join(str(s) for s in summary.seeds)
@@ -98,7 +131,7 @@ def result_embed(summary: GenerationSummary, *, warnings: Sequence[str] = (), wi
     embed.add_field(name="Guidance", value=f"{summary.guidance_scale:g}")
     embed.add_field(name="Model version", value=str(summary.model_version))
     if summary.negative_prompt:
-        embed.add_field(name="Negative prompt", value=_clip(summary.negative_prompt, 1024), inline=False)
+        embed.add_field(name="Negative prompt", value=clip(escape(summary.negative_prompt), 1000), inline=False)
     notes = list(warnings)
     if withheld:
         notes.append(
@@ -106,7 +139,7 @@ def result_embed(summary: GenerationSummary, *, warnings: Sequence[str] = (), wi
             "Server admins can allow them outside age-restricted channels with /settings."
         )
     if notes:
-        embed.add_field(name="Notes", value=_clip("\n".join(f"• {n}" for n in notes), 1024), inline=False)
+        embed.add_field(name="Notes", value=join_within([f"• {n}" for n in notes], 900), inline=False)
     return embed
 
 
@@ -119,7 +152,3 @@ def queued_text(position: int) -> str:
     if position <= 1:
         return "Queued: you're next."
     return f"Queued: position {position}."
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -2,13 +2,15 @@
 
 Errors whose message is written for users (registry, codec, image, dispatch and the bot's own
 `UserError`) are shown as they are, ephemerally. Anything else is logged with a reference id, and the
-user is told something broke on our side, with that id.
+user is told something broke on our side, with that id. When the interaction's token has expired
+(15 minutes), the message is posted in the channel instead, mentioning the user, so it is not lost.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import discord
 from discord import app_commands
@@ -59,6 +61,13 @@ def user_message(error: BaseException) -> str | None:
     return None
 
 
+def unexpected_error(error: BaseException, where: str) -> str:
+    """Log a bug with a reference id; returns "something went wrong on our side (reference `…`)"."""
+    reference = uuid.uuid4().hex[:8]
+    log.error("unexpected error (ref %s) in %s", reference, where, exc_info=error)
+    return f"something went wrong on our side (reference `{reference}`)"
+
+
 async def report_error(interaction: discord.Interaction, error: BaseException) -> None:
     """Tell the user what went wrong, ephemerally, whatever state the interaction is in."""
     gate = getattr(interaction.client, "ack_gate", None)
@@ -66,12 +75,27 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
         gate.acknowledged(interaction)
     message = user_message(error)
     if message is None:
-        reference = uuid.uuid4().hex[:8]
-        log.error("unexpected error (ref %s) in %s", reference, _describe(interaction), exc_info=error)
-        message = f"Something went wrong on our side (reference `{reference}`). Please try again later."
+        problem = unexpected_error(error, _describe(interaction))
+        message = f"{problem[:1].upper()}{problem[1:]}. Please try again later."
     else:
         log.info("user error in %s: %s", _describe(interaction), message)
     await send_ephemeral(interaction, message)
+
+
+def token_expired(error: discord.HTTPException) -> bool:
+    """Discord's answer to a webhook call with an interaction token past its 15 minutes (401 or 404)."""
+    return isinstance(error, discord.NotFound) or error.status == 401
+
+
+async def post_in_channel(interaction: discord.Interaction, text: str, **fields: Any) -> discord.Message:
+    """Post in the interaction's channel, mentioning (and pinging) only its user: for when the
+    interaction's token has expired, so nothing meant for them is lost."""
+    channel = interaction.client.get_partial_messageable(interaction.channel_id or 0)
+    return await channel.send(
+        content=f"{interaction.user.mention} {text}",
+        allowed_mentions=discord.AllowedMentions(users=[interaction.user]),
+        **fields,
+    )
 
 
 async def send_ephemeral(interaction: discord.Interaction, message: str) -> None:
@@ -84,7 +108,13 @@ async def send_ephemeral(interaction: discord.Interaction, message: str) -> None
             interaction.extras["placeholder"] = False
             await interaction.delete_original_response()
         await interaction.followup.send(message, ephemeral=True)
-    except discord.HTTPException:
+    except discord.HTTPException as exc:
+        if token_expired(exc):
+            try:
+                await post_in_channel(interaction, message)
+                return
+            except discord.HTTPException:
+                pass
         log.warning("could not report an error to the user in %s", _describe(interaction), exc_info=True)
 
 

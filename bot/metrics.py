@@ -22,7 +22,7 @@ JOBS_RUNNING = Gauge("stylecodes_jobs_running", "Jobs in the engine right now, i
 JOBS_SUBMITTED = Counter("stylecodes_jobs_submitted_total", "Jobs accepted by submit", ["kind", "version"])
 JOBS_REJECTED = Counter(
     "stylecodes_jobs_rejected_total", "Jobs refused at submit", ["reason"]
-)  # queue_full, user_limit, unserved_version
+)  # queue_full, user_limit, unserved_version, no_worker
 JOBS_FINISHED = Counter("stylecodes_jobs_finished_total", "Jobs that ended", ["kind", "outcome"])  # done / failed
 JOB_FAILURES = Counter("stylecodes_job_failures_total", "Failed jobs by cause (JobFailed.code)", ["reason"])
 JOB_WAIT_SECONDS = Histogram(
@@ -30,6 +30,13 @@ JOB_WAIT_SECONDS = Histogram(
 )
 JOB_RUN_SECONDS = Histogram(
     "stylecodes_job_run_seconds", "Started -> done or failed", ["kind", "version"], buckets=_LATENCY_BUCKETS
+)
+# What the user waits: submitted -> outcome handed to the bot that follows the job, once per job.
+JOB_LATENCY_SECONDS = Histogram(
+    "stylecodes_job_latency_seconds",
+    "Submitted -> done or failed, as seen by the bot following the job",
+    ["kind", "version", "outcome"],
+    buckets=_LATENCY_BUCKETS,
 )
 BATCH_SAMPLES = Histogram(
     "stylecodes_batch_samples", "Samples per engine call", ["kind"], buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32)

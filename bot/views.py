@@ -204,32 +204,56 @@ def result_view(job_id: str, *, requester_id: int, code: StyleCode | None) -> ui
 # --- browse: pages and a menu to open one ---------------------------------------------------------------
 
 
+_CUSTOM_ID_MAX = 100  # Discord's limit
+
+
 class BrowsePageButton(
     _Guarded,
     ui.DynamicItem[ui.Button],
-    template=r"sc:browse:(?P<sort>[a-z]+):(?P<tag>[a-z0-9-]*):(?P<page>[0-9]{1,4}):(?P<arrow>[<>])",
+    template=(
+        r"sc:browse:(?P<sort>[a-z]+):(?P<tag>[a-z0-9-]*):(?P<page>[0-9]{1,4}):(?P<arrow>[<>])"
+        r"(?::(?P<cursor>[A-Za-z0-9_-]+))?"
+    ),
 ):
-    def __init__(self, sort: str, tag: str, page: int, arrow: str, *, disabled: bool = False) -> None:
-        label = "◀" if arrow == "<" else "▶"
+    """◀ or ▶ on a browse page. ▶ carries the registry's cursor of the page it opens when that fits in a
+    custom_id, so the page is one query; otherwise (and for ◀) the page is found by following the
+    cursors from the first page, after acknowledging the click."""
+
+    def __init__(
+        self, sort: str, tag: str, page: int, arrow: str, *, cursor: str | None = None, disabled: bool = False
+    ) -> None:
+        custom_id = f"sc:browse:{sort}:{tag}:{page}:{arrow}"
+        if cursor is not None and len(custom_id) + 1 + len(cursor) <= _CUSTOM_ID_MAX:
+            custom_id += f":{cursor}"
+        else:
+            cursor = None
         super().__init__(
             ui.Button(
-                label=label,
+                label="◀" if arrow == "<" else "▶",
                 style=discord.ButtonStyle.secondary,
-                custom_id=f"sc:browse:{sort}:{tag}:{page}:{arrow}",
+                custom_id=custom_id,
                 disabled=disabled,
             )
         )
-        self.sort, self.tag, self.page = sort, tag, page
+        self.sort, self.tag, self.page, self.cursor = sort, tag, page, cursor
 
     @classmethod
     async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(match["sort"], match["tag"], int(match["page"]), match["arrow"])
+        return cls(match["sort"], match["tag"], int(match["page"]), match["arrow"], cursor=match["cursor"])
 
     async def run(self, interaction: discord.Interaction) -> None:
         from bot.cogs.styles import browse_message
 
-        message = await browse_message(interaction, sort=self.sort, tag=self.tag or None, page=self.page)
-        await interaction.response.edit_message(**message)
+        walks = self.cursor is None and self.page > 0  # one query per page before this one
+        if walks:
+            await interaction.response.defer()  # Discord's 3 s: acknowledge, then edit the message
+        message = await browse_message(
+            interaction, sort=self.sort, tag=self.tag or None, page=self.page, cursor=self.cursor
+        )
+        if walks:
+            await interaction.edit_original_response(**message)
+        else:
+            await interaction.response.edit_message(**message)
 
 
 class OpenStyleSelect(_Guarded, ui.DynamicItem[ui.Select], template=r"sc:open"):
@@ -250,10 +274,10 @@ class OpenStyleSelect(_Guarded, ui.DynamicItem[ui.Select], template=r"sc:open"):
         await show_style(interaction, self.item.values[0], ephemeral=True)
 
 
-def browse_view(sort: str, tag: str | None, page: int, *, has_next: bool, names: list[str]) -> ui.View:
+def browse_view(sort: str, tag: str | None, page: int, *, next_cursor: str | None, names: list[str]) -> ui.View:
     view = ui.View(timeout=None)
     view.add_item(BrowsePageButton(sort, tag or "", max(page - 1, 0), "<", disabled=page == 0))
-    view.add_item(BrowsePageButton(sort, tag or "", page + 1, ">", disabled=not has_next))
+    view.add_item(BrowsePageButton(sort, tag or "", page + 1, ">", cursor=next_cursor, disabled=next_cursor is None))
     if names:
         view.add_item(OpenStyleSelect([discord.SelectOption(label=name, value=name) for name in names]))
     return view

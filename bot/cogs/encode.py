@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 @app_commands.command(name="encode", description="Turn a picture into a stylecode.")
 @app_commands.describe(
-    image="The picture whose style you want (PNG, JPEG, WebP or GIF, at most 10 MB).",
+    image="The picture whose style you want (PNG, JPEG, WebP or GIF).",  # the size limit is a setting
     name="Also save the code to the registry under this name.",
 )
 async def encode(
@@ -37,10 +37,12 @@ async def encode(
     await defer_with_placeholder(interaction)
     encoded = await bot.generations.encode_attachment(interaction, image)
     interaction.extras["placeholder"] = False
-    await interaction.edit_original_response(
-        content=None,
+    # In the channel instead if encoding outlived the token (a long queue), like every result.
+    await bot.generations.deliver(
+        interaction,
+        files=lambda: [embeds.png_file(encoded.thumbnail_png, "source.png")],
+        channel_text="here is your stylecode:",
         embed=embeds.encode_embed(encoded.code, source_filename=encoded.filename),
-        attachments=[embeds.png_file(encoded.thumbnail_png, "source.png")],
         view=encode_view(encoded.code),
     )
     if name is not None:

@@ -13,10 +13,14 @@ from discord.ext import commands
 
 import registry
 from bot import embeds
-from bot.errors import UserError
+from bot.errors import UserError, defer_with_placeholder, post_in_channel, token_expired, unexpected_error
+from bot.generation import PreviewFailedError
+from bot.jobs import JobRejectedError, QueueFullError
 from bot.views import browse_view, encode_view, open_style_view
-from registry.models import Visibility
+from registry.models import TAG_MAX, Visibility
+from registry.names import TAG_MIN, normalise_tags
 from stylecodes.codec import random_code
+from stylecodes.versions import UnservedVersionError
 
 if TYPE_CHECKING:
     from bot.app import StylecodesBot
@@ -40,6 +44,17 @@ async def _respond(interaction: discord.Interaction, *, ephemeral: bool = False,
         await interaction.followup.send(ephemeral=ephemeral, **fields)
     else:
         await interaction.response.send_message(ephemeral=ephemeral, **fields)
+
+
+def _note(note: str) -> str:
+    return embeds.clip(embeds.escape(note), 50)  # ten revisions fit in a field
+
+
+def _use_line(usage: registry.Usage) -> str:
+    """One generation in /stylecode history. The prompt is someone else's text: escaped, on one line."""
+    prompt = embeds.escape(embeds.clip(" ".join(usage.prompt.split()), 60))
+    link = f" · [image]({usage.message_link})" if usage.message_link else ""
+    return f"<@{usage.user_id}> · {usage.status} · {prompt}{link}"
 
 
 def _style_line(style: registry.Style) -> str:
@@ -82,27 +97,46 @@ async def _announce_revision(interaction: discord.Interaction, title: str, revis
 
     embed = discord.Embed(title=title, description=embeds.code_block(code), colour=embeds.BRAND)
     embed.set_footer(text="Rendering the preview grid…")
-    if interaction.response.is_done():
-        message = await interaction.followup.send(embed=embed, wait=True)
-    else:
-        callback = await interaction.response.send_message(embed=embed)
-        message = callback.resource
+    try:
+        if interaction.response.is_done():
+            message = await interaction.followup.send(embed=embed, wait=True)
+        else:
+            callback = await interaction.response.send_message(embed=embed)
+            message = callback.resource
+    except discord.HTTPException as exc:
+        if not token_expired(exc):  # after a long encode (`/stylecode encode name:`): the style is saved
+            raise
+        message = await post_in_channel(interaction, "saved your style:", embed=embed)
     bot = _bot(interaction)
     bot.spawn(_attach_preview(bot, message, embed, revision_id, parse_code(code), interaction.user.id),
               name=f"preview-{revision_id}")  # fmt: skip
 
 
+def preview_problem(error: BaseException) -> str:
+    """Why a saved revision has no preview grid, for the footer where the grid would be."""
+    if isinstance(error, QueueFullError):
+        return f"the bot was busy ({error.queue_cap} jobs waiting) when it was saved."
+    if isinstance(error, JobRejectedError):  # any other refusal at submit: its own words
+        return f"it was not queued. {error}"
+    if isinstance(error, UnservedVersionError):
+        return f"stylecodes of version {error.version} are not served here, so none can be rendered."
+    if isinstance(error, PreviewFailedError):
+        return f"the worker could not render it: {error.reason}"
+    return unexpected_error(error, "rendering a preview grid") + "."
+
+
 async def _attach_preview(
     bot: StylecodesBot, message: Any, embed: discord.Embed, revision_id: int, code, user_id
 ) -> None:
+    """Render the grid and put it on the announcement; the style is saved whatever happens here."""
+    files = []
     try:
         preview = await bot.generations.render_preview(revision_id, code, user_id=user_id)
-    except Exception as exc:  # queue full, worker down: the style is saved anyway
-        log.warning("could not queue the preview of revision %d: %s", revision_id, exc)
-        preview = None
-    embed.set_footer(text=None if preview else "No preview yet: the worker could not render it.")
-    files = []
-    if preview is not None:
+    except Exception as exc:
+        log.info("no preview for revision %d: %s", revision_id, exc)
+        embed.set_footer(text=embeds.clip(f"No preview grid: {preview_problem(exc)}", embeds.FOOTER_MAX))
+    else:
+        embed.remove_footer()
         files = [discord.File(io.BytesIO(preview.grid_webp), filename="preview.webp")]
         embed.set_image(url="attachment://preview.webp")
     try:
@@ -123,7 +157,8 @@ async def show_style(interaction: discord.Interaction, reference: str, *, epheme
     code = parse_code(revision.code)
     embed = discord.Embed(title=revision.reference, description=embeds.code_block(code), colour=embeds.BRAND)
     if style.description:
-        embed.add_field(name="Description", value=style.description, inline=False)
+        description = embeds.clip(embeds.escape(style.description), embeds.FIELD_VALUE_MAX)
+        embed.add_field(name="Description", value=description, inline=False)
     embed.add_field(name="Author", value=f"<@{style.owner_id}>")
     embed.add_field(name="Uses", value=str(style.use_count))
     embed.add_field(name="Favourites", value=str(style.favourite_count))
@@ -131,11 +166,13 @@ async def show_style(interaction: discord.Interaction, reference: str, *, epheme
     embed.add_field(name="Visibility", value=style.visibility)
     if style.tag_list:
         embed.add_field(name="Tags", value=" ".join(f"#{t}" for t in style.tag_list))
-    history = "\n".join(
-        f"{'→ ' if r.number == revision.number else ''}@{r.number} `{r.code}` {r.note}".rstrip()
-        for r in revisions[-10:]
-    )
-    embed.add_field(name=f"Revisions ({len(revisions)})", value=history, inline=False)
+    listed = revisions[-10:]
+    if all(r.number != revision.number for r in listed):  # an old revision: list it too
+        listed = [r for r in revisions if r.number == revision.number] + listed
+    lines = [
+        f"{'→ ' if r.number == revision.number else ''}@{r.number} `{r.code}` {_note(r.note)}".rstrip() for r in listed
+    ]
+    embed.add_field(name=f"Revisions ({len(revisions)})", value=embeds.join_within(lines), inline=False)
     files = []
     if preview:
         files = [discord.File(io.BytesIO(preview), filename="preview.webp")]
@@ -143,19 +180,47 @@ async def show_style(interaction: discord.Interaction, reference: str, *, epheme
     await _respond(interaction, ephemeral=ephemeral, embed=embed, files=files, view=encode_view(code))
 
 
-async def browse_message(interaction: discord.Interaction, *, sort: str, tag: str | None, page: int) -> dict[str, Any]:
-    """The embed and view of browse page `page` (0-based), following keyset cursors from the start."""
-    user_id, guild_id = interaction.user.id, interaction.guild_id
-    cursor, result = None, None
+def browse_tag(text: str | None) -> str | None:
+    """The one tag to browse by, spelt as the registry stores tags (`#Neon` -> `neon`); None for none."""
+    if text is None or not text.strip():
+        return None
+    tags = normalise_tags(text).split()  # InvalidNameError (user-facing) for a malformed tag
+    if not tags:
+        raise UserError(
+            f"`{embeds.clip(text.strip(), 40)}` is not a tag: tags are {TAG_MIN}-{TAG_MAX} characters of a-z, 0-9 "
+            "and `-`, e.g. `neon`."
+        )
+    if len(tags) > 1:
+        raise UserError(f"Browse one tag at a time: {' or '.join(f'`{tag}`' for tag in tags)}.")
+    return tags[0]
+
+
+async def browse_message(
+    interaction: discord.Interaction, *, sort: str, tag: str | None, page: int, cursor: str | None = None
+) -> dict[str, Any]:
+    """The embed and view of browse page `page` (0-based).
+
+    The listing is public, so it holds what anyone in this channel may see (public styles and this
+    server's), never the invoker's private ones, and is the same whoever turns the page. With
+    `cursor` (where page `page` starts, carried by the ▶ button) it is one query; without, the keyset
+    cursors are followed from the first page.
+    """
+    guild_id = interaction.guild_id
     async with _session(interaction) as session:
-        for index in range(min(page, MAX_PAGE) + 1):
+        if cursor is not None:
             result = await registry.browse(
-                session, user_id=user_id, guild_id=guild_id, sort=sort, tag=tag, cursor=cursor, limit=PAGE_SIZE
+                session, user_id=None, guild_id=guild_id, sort=sort, tag=tag, cursor=cursor, limit=PAGE_SIZE
             )
-            page = index
-            if result.next_cursor is None:
-                break
-            cursor = result.next_cursor
+        else:
+            result = None
+            for index in range(min(page, MAX_PAGE) + 1):
+                result = await registry.browse(
+                    session, user_id=None, guild_id=guild_id, sort=sort, tag=tag, cursor=cursor, limit=PAGE_SIZE
+                )
+                page = index
+                if result.next_cursor is None:
+                    break
+                cursor = result.next_cursor
     assert result is not None
     title = f"Styles · {sort}" + (f" · #{tag}" if tag else "")
     embed = discord.Embed(title=title, colour=embeds.BRAND)
@@ -165,7 +230,7 @@ async def browse_message(interaction: discord.Interaction, *, sort: str, tag: st
         embed.description = "No styles here yet. Save one with `/stylecode save`."
     embed.set_footer(text=f"Page {page + 1}")
     names = [style.name for style in result.items]
-    return {"embed": embed, "view": browse_view(sort, tag, page, has_next=result.next_cursor is not None, names=names)}
+    return {"embed": embed, "view": browse_view(sort, tag, page, next_cursor=result.next_cursor, names=names)}
 
 
 async def style_name_autocomplete(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
@@ -236,25 +301,26 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
         await show_style(interaction, name)
 
     @app_commands.command(description="Browse the registry page by page.")
+    @app_commands.describe(tag="One tag, e.g. neon")
     async def browse(self, interaction: discord.Interaction, sort: Sort = "popular", tag: str | None = None) -> None:
-        await interaction.response.send_message(**await browse_message(interaction, sort=sort, tag=tag, page=0))
+        message = await browse_message(interaction, sort=sort, tag=browse_tag(tag), page=0)
+        await interaction.response.send_message(**message)
 
     @app_commands.command(description="Search names, descriptions and tags.")
     async def search(self, interaction: discord.Interaction, query: str) -> None:
-        async with _session(interaction) as session:
-            styles = await registry.search(
-                session, query, user_id=interaction.user.id, guild_id=interaction.guild_id, limit=10
-            )
+        async with _session(interaction) as session:  # a public reply: what anyone here may see
+            styles = await registry.search(session, query, user_id=None, guild_id=interaction.guild_id, limit=10)
         if not styles:
             raise UserError(f"No style matches `{query[:80]}`. Try fewer or shorter words, or `/stylecode browse`.")
-        embed = discord.Embed(title=f"Search: {query[:200]}", colour=embeds.BRAND)
-        embed.description = "\n".join(_style_line(style) for style in styles)
+        embed = discord.Embed(title=embeds.clip(f"Search: {query}", embeds.TITLE_MAX), colour=embeds.BRAND)
+        embed.description = embeds.join_within([_style_line(style) for style in styles], embeds.DESCRIPTION_MAX)
         await interaction.response.send_message(embed=embed, view=open_style_view([s.name for s in styles]))
 
     @app_commands.command(description="Styles whose code is closest to a code or a style.")
     @app_commands.describe(style="A stylecode or a style name")
     @app_commands.autocomplete(style=style_autocomplete)
     async def similar(self, interaction: discord.Interaction, style: str) -> None:
+        await defer_with_placeholder(interaction)  # the first search of a process builds the latent index
         resolved = await self.bot.generations.resolve_style(
             style, user_id=interaction.user.id, guild_id=interaction.guild_id
         )
@@ -262,16 +328,18 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
             found = await registry.similar_styles(
                 session,
                 resolved.code,
-                user_id=interaction.user.id,
+                user_id=None,  # a public reply: what anyone here may see
                 guild_id=interaction.guild_id,
                 k=10,
                 exclude_style_id=resolved.style_id,  # not the style asked about
             )
         if not found:
             raise UserError("No other style of this encoder version is in the registry yet.")
-        embed = discord.Embed(title=f"Styles like {resolved.label[:200]}", colour=embeds.BRAND)
-        embed.description = "\n".join(f"{_style_line(item.style)} · distance {item.distance:.2f}" for item in found)
-        await interaction.response.send_message(embed=embed)
+        embed = discord.Embed(title=embeds.clip(f"Styles like {resolved.label}", embeds.TITLE_MAX), colour=embeds.BRAND)
+        lines = [f"{_style_line(item.style)} · distance {item.distance:.2f}" for item in found]
+        embed.description = embeds.join_within(lines, embeds.DESCRIPTION_MAX)
+        interaction.extras["placeholder"] = False
+        await interaction.edit_original_response(embed=embed)
 
     @app_commands.command(description="Recent generations with a style, and its uses per revision and per day.")
     @app_commands.autocomplete(name=style_name_autocomplete)
@@ -281,16 +349,16 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
                 session, name, user_id=interaction.user.id, guild_id=interaction.guild_id
             )
         embed = discord.Embed(title=f"History of {history.style.name}", colour=embeds.BRAND)
-        per_revision = ", ".join(f"@{n}: {c}" for n, c in history.uses_per_revision.items()) or "no finished uses yet"
-        embed.add_field(name="Uses per revision", value=per_revision, inline=False)
-        days = "\n".join(f"{day.isoformat()}: {count}" for day, count in history.uses_per_day[-10:]) or "none"
-        embed.add_field(name="Uses per day (last 30 days)", value=days, inline=False)
-        recent = "\n".join(
-            f"<@{u.user_id}> · {u.status} · {u.prompt[:60]}"
-            + (f" · [image]({u.message_link})" if u.message_link else "")
-            for u in history.recent
+        per_revision = [f"@{n}: {c}" for n, c in history.uses_per_revision.items()]
+        embed.add_field(
+            name="Uses per revision",
+            value=embeds.join_within(per_revision, separator=", ") or "no finished uses yet",
+            inline=False,
         )
-        embed.add_field(name="Recent", value=recent or "none", inline=False)
+        days = [f"{day.isoformat()}: {count}" for day, count in history.uses_per_day[-10:]]
+        embed.add_field(name="Uses per day (last 30 days)", value=embeds.join_within(days) or "none", inline=False)
+        recent = [_use_line(usage) for usage in history.recent]
+        embed.add_field(name="Recent", value=embeds.join_within(recent) or "none", inline=False)
         await interaction.response.send_message(embed=embed)
 
     @app_commands.command(description='Mix codes or styles, weighted: "neon-noir::2 C_d_AAI_rQglIvUb1_fC1::1".')
@@ -302,7 +370,7 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
         embed = discord.Embed(
             title="Mixed stylecode", description=embeds.code_block(resolved.code), colour=embeds.BRAND
         )
-        embed.add_field(name="Mix", value=resolved.label[:1024])
+        embed.add_field(name="Mix", value=embeds.clip(resolved.label, embeds.FIELD_VALUE_MAX))
         await interaction.response.send_message(embed=embed, view=encode_view(resolved.code))
 
     @app_commands.command(description="A random stylecode: every level equally likely.")
@@ -323,10 +391,14 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
         )
 
     @app_commands.command(description="Copy someone's style (or a revision of it) into a new style of yours.")
-    @app_commands.describe(source="`name` or `name@3`", new_name="The name of your copy")
+    @app_commands.describe(
+        source="`name` or `name@3`",
+        new_name="The name of your copy",
+        visibility="Who may use the copy (default: the same as the original's)",
+    )
     @app_commands.autocomplete(source=style_name_autocomplete)
     async def fork(
-        self, interaction: discord.Interaction, source: str, new_name: str, visibility: Visibility = "public"
+        self, interaction: discord.Interaction, source: str, new_name: str, visibility: Visibility | None = None
     ) -> None:
         async with _session(interaction) as session:
             revision = await registry.fork_style(

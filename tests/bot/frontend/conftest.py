@@ -3,9 +3,12 @@ with the real in-process dispatcher running the demo model (version 0) over a mi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import socket
-from collections.abc import AsyncIterator
+import threading
+import types
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -19,11 +22,13 @@ from bot.attachments import DISCORD_CDN_HOSTS, AttachmentPolicy
 from bot.config import Settings
 from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
+from bot.jobs import ImagineJob, new_job_id
 from bot.worker.models import ModelCache
 from tests.bot.frontend.payloads import Payloads
 from tests.bot.frontend.standin import Call, StandIn
 
 DEMO_VERSION = 0
+CODE = "C_d_AAI_rQglIvUb1_fC0"  # a version-0 (demo) code
 
 
 class CdnResolver(AbstractResolver):
@@ -86,6 +91,79 @@ class Harness:
         )
 
 
+def slow_job(user_id: int, steps: int = 10) -> ImagineJob:
+    """A job submitted straight to the dispatcher, to keep the worker busy (with `step_delay_s`)."""
+    from stylecodes.codec import parse_code
+    from stylecodes.engine import GenerationRequest
+
+    request = GenerationRequest(prompt="busy", seed=0, style=parse_code(CODE), steps=steps, width=64, height=64)
+    return ImagineJob(new_job_id(), user_id, None, 1, 0, [request])
+
+
+class ScriptedEngine:
+    """The demo engine with two handles for tests: `hold()` makes the worker wait, inside its next
+    engine call, until `release()`; `fail_prompts_with` makes generation of such prompts raise."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+        self._open = threading.Event()
+        self._open.set()
+        self.entered = threading.Event()  # set when an engine call starts
+        self.fail_prompts_with: str | None = None
+        self.fail_encode = False
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def hold(self) -> None:
+        self._open.clear()
+
+    def release(self) -> None:
+        self._open.set()
+
+    def _enter(self) -> None:
+        self.entered.set()
+        self._open.wait(60)
+
+    def encode(self, images, *args, **kwargs):
+        self._enter()
+        if self.fail_encode:
+            raise RuntimeError("the scripted engine failed")
+        return self._engine.encode(images, *args, **kwargs)
+
+    def generate(self, requests, on_step=None):
+        self._enter()
+        if self.fail_prompts_with and any(self.fail_prompts_with in r.prompt for r in requests):
+            raise RuntimeError("the scripted engine failed")
+        return self._engine.generate(requests, on_step)
+
+
+@pytest.fixture
+def scripted_engine(demo_engine) -> Iterator[ScriptedEngine]:
+    engine = ScriptedEngine(demo_engine)
+    yield engine
+    engine.release()  # never leave the worker thread waiting
+
+
+@pytest.fixture
+def fast_discord_retries(monkeypatch) -> None:
+    """discord.py waits 1, 3, 5, 7 and 9 s between its tries of a request Discord answered with 5xx;
+    here 10 ms each, so a test of a lasting outage takes no 25 s."""
+    import discord.http
+    import discord.webhook.async_
+
+    real_sleep = asyncio.sleep
+
+    async def short_sleep(delay: float, result=None):
+        return await real_sleep(min(delay, 0.01), result)
+
+    fast = types.ModuleType("asyncio")
+    fast.__dict__.update(vars(asyncio))
+    fast.sleep = short_sleep  # type: ignore[attr-defined]
+    for module in (discord.webhook.async_, discord.http):
+        monkeypatch.setattr(module, "asyncio", fast)
+
+
 def make_settings(**overrides) -> Settings:
     values = dict(
         discord_token=None,
@@ -145,14 +223,17 @@ async def harness(standin, session_factory, engine, settings, step_delay_s) -> A
         dispatcher=dispatcher,
         http_session=http,
         # The stand-in serves the CDN host names over plain http; the host check is the real one.
-        attachment_policy=AttachmentPolicy(schemes=frozenset({"http"})),
+        attachment_policy=AttachmentPolicy(max_bytes=settings.max_attachment_bytes, schemes=frozenset({"http"})),
     )
     bot = StylecodesBot(resources)
     await bot.login("test-token")  # GET /users/@me and /oauth2/applications/@me, then setup_hook
     try:
         yield Harness(bot, standin, Payloads(bot.tree, standin), dispatcher, settings)
+        if isinstance(engine, ScriptedEngine):
+            engine.release()  # a test that left the worker held: let it finish its jobs, not wait out the hold
         await bot.wait_idle()
         assert bot.ack_gate.waiting == 0, "a command was never counted as acknowledged"
+        assert not standin.violations, f"the bot sent what Discord refuses: {standin.violations}"
     finally:
         await bot.close()
         await dispatcher.close()

@@ -8,6 +8,12 @@ plain channel messages. Tests assert on `StandIn.calls`.
 Tokens can be expired (`expire(token)`): webhook calls with them get 401, as Discord answers after
 15 minutes. Attachments are served from `/attachments/...` under the CDN host names, which the
 tests' aiohttp resolver maps to this server.
+
+It holds the bot to Discord's limits: a message, autocomplete answer or modal over one of them
+(`limit_problems`) is refused with 400 "Invalid Form Body", as Discord refuses it, and kept in
+`violations`, which the harness asserts is empty after every test. Uploads over `upload_limit` get
+413. `fail(kind, status)` makes the next calls of one kind fail (a 5xx outage, or status 0: the
+connection drops without an answer).
 """
 
 from __future__ import annotations
@@ -81,6 +87,121 @@ def _error(status: int, code: int, message: str) -> web.Response:
     return _json({"code": code, "message": message}, status=status)
 
 
+# --- Discord's limits ----------------------------------------------------------------------------------
+# https://discord.com/developers/docs/resources/message and .../interactions/receiving-and-responding
+
+CONTENT_MAX = 2000
+EMBEDS_MAX = 10
+EMBED_TITLE_MAX = 256
+EMBED_DESCRIPTION_MAX = 4096
+EMBED_FIELDS_MAX = 25
+FIELD_NAME_MAX = 256
+FIELD_VALUE_MAX = 1024
+FOOTER_MAX = 2048
+AUTHOR_NAME_MAX = 256
+EMBEDS_TOTAL_MAX = 6000  # title + description + field names and values + footer + author, over all embeds
+FILES_MAX = 10
+ACTION_ROWS_MAX = 5
+ROW_BUTTONS_MAX = 5
+CUSTOM_ID_MAX = 100
+BUTTON_LABEL_MAX = 80
+SELECT_OPTIONS_MAX = 25
+SELECT_OPTION_MAX = 100  # label, value
+SELECT_PLACEHOLDER_MAX = 150
+CHOICES_MAX = 25
+CHOICE_MAX = 100  # name, and a string value
+MODAL_TITLE_MAX = 45
+TEXT_INPUT_LABEL_MAX = 45
+UPLOAD_LIMIT = 25 * 1024 * 1024  # the payloads' attachment_size_limit
+
+
+def _length(problems: list[str], where: str, text: Any, maximum: int, *, required: bool = False) -> int:
+    text = "" if text is None else str(text)
+    if len(text) > maximum:
+        problems.append(f"{where} has {len(text)} characters; the limit is {maximum}")
+    if required and not text.strip():
+        problems.append(f"{where} is empty")
+    return len(text)
+
+
+def _component_problems(problems: list[str], rows: list[dict], where: str) -> None:
+    if len(rows) > ACTION_ROWS_MAX:
+        problems.append(f"{where} has {len(rows)} action rows; the limit is {ACTION_ROWS_MAX}")
+    for r, row in enumerate(rows):
+        inner = row.get("components") or ([row["component"]] if "component" in row else [])
+        buttons = [c for c in inner if c.get("type") == 2]
+        if len(buttons) > ROW_BUTTONS_MAX or (len(inner) > 1 and len(buttons) != len(inner)):
+            problems.append(f"{where} row {r} holds {len(inner)} components: up to 5 buttons, or one menu")
+        for c, component in enumerate(inner):
+            at = f"{where} row {r} component {c}"
+            if "custom_id" in component:
+                _length(problems, f"{at} custom_id", component["custom_id"], CUSTOM_ID_MAX, required=True)
+            if component.get("type") == 2:
+                _length(problems, f"{at} label", component.get("label"), BUTTON_LABEL_MAX)
+            elif component.get("type") == 3:
+                options = component.get("options") or []
+                if not 1 <= len(options) <= SELECT_OPTIONS_MAX:
+                    problems.append(f"{at} has {len(options)} options; it needs 1 to {SELECT_OPTIONS_MAX}")
+                for o, option in enumerate(options):
+                    _length(problems, f"{at} option {o} label", option.get("label"), SELECT_OPTION_MAX, required=True)
+                    _length(problems, f"{at} option {o} value", option.get("value"), SELECT_OPTION_MAX, required=True)
+                _length(problems, f"{at} placeholder", component.get("placeholder"), SELECT_PLACEHOLDER_MAX)
+            elif component.get("type") == 4:
+                _length(problems, f"{at} label", component.get("label"), TEXT_INPUT_LABEL_MAX, required=True)
+
+
+def message_problems(body: dict, files: list[SentFile] | None = None) -> list[str]:
+    """What Discord would refuse in a message body (create or edit), as readable problems."""
+    problems: list[str] = []
+    _length(problems, "content", body.get("content"), CONTENT_MAX)
+    embeds = body.get("embeds") or []
+    if len(embeds) > EMBEDS_MAX:
+        problems.append(f"{len(embeds)} embeds; the limit is {EMBEDS_MAX}")
+    total = 0
+    for e, embed in enumerate(embeds):
+        at = f"embed {e}"
+        total += _length(problems, f"{at} title", embed.get("title"), EMBED_TITLE_MAX)
+        total += _length(problems, f"{at} description", embed.get("description"), EMBED_DESCRIPTION_MAX)
+        total += _length(problems, f"{at} footer", (embed.get("footer") or {}).get("text"), FOOTER_MAX)
+        total += _length(problems, f"{at} author", (embed.get("author") or {}).get("name"), AUTHOR_NAME_MAX)
+        fields = embed.get("fields") or []
+        if len(fields) > EMBED_FIELDS_MAX:
+            problems.append(f"{at} has {len(fields)} fields; the limit is {EMBED_FIELDS_MAX}")
+        for f, field_ in enumerate(fields):
+            name, value = field_.get("name"), field_.get("value")
+            where = f"{at} field {f} ({str(name)[:30]!r})"
+            total += _length(problems, f"{where} name", name, FIELD_NAME_MAX, required=True)
+            total += _length(problems, f"{where} value", value, FIELD_VALUE_MAX, required=True)
+    if total > EMBEDS_TOTAL_MAX:
+        problems.append(f"the embeds hold {total} characters in all; the limit is {EMBEDS_TOTAL_MAX}")
+    _component_problems(problems, body.get("components") or [], "components")
+    sent = len(files or []) if files else len(body.get("attachments") or [])
+    if sent > FILES_MAX:
+        problems.append(f"{sent} attachments; the limit is {FILES_MAX}")
+    return problems
+
+
+def callback_problems(body: dict, files: list[SentFile]) -> list[str]:
+    """What Discord would refuse in an interaction response (a message, choices or a modal)."""
+    kind, data = body.get("type"), body.get("data") or {}
+    if kind in (4, 7):
+        return message_problems(data, files)
+    problems: list[str] = []
+    if kind == 8:
+        choices = data.get("choices") or []
+        if len(choices) > CHOICES_MAX:
+            problems.append(f"{len(choices)} autocomplete choices; the limit is {CHOICES_MAX}")
+        for c, choice in enumerate(choices):
+            _length(problems, f"choice {c} name", choice.get("name"), CHOICE_MAX, required=True)
+            if isinstance(choice.get("value"), str):
+                _length(problems, f"choice {c} value", choice["value"], CHOICE_MAX)
+    elif kind == 9:
+        _length(problems, "modal title", data.get("title"), MODAL_TITLE_MAX, required=True)
+        _length(problems, "modal custom_id", data.get("custom_id"), CUSTOM_ID_MAX, required=True)
+        _component_problems(problems, data.get("components") or [], "modal")
+    return problems
+
+
 class StandIn:
     def __init__(self) -> None:
         self.calls: list[Call] = []
@@ -90,6 +211,9 @@ class StandIn:
         self.expired: set[str] = set()
         self.blobs: dict[str, tuple[bytes, str]] = {}  # CDN path -> (bytes, content type)
         self.cdn_requests: list[str] = []
+        self.violations: list[tuple[str, list[str]]] = []  # (call kind, problems) the stand-in refused with 400
+        self.upload_limit = UPLOAD_LIMIT  # bytes of files in one request; more gets 413, as from Discord
+        self._failures: dict[str, list[int | None]] = {}  # call kind -> [status, calls left (None = always)]
         self.port: int = 0
         self._runner: web.AppRunner | None = None
         self._changed = asyncio.Condition()
@@ -128,6 +252,11 @@ class StandIn:
     def expire(self, token: str) -> None:
         self.expired.add(token)
 
+    def fail(self, kind: str, status: int, *, times: int | None = 1) -> None:
+        """Answer the next `times` calls of `kind` ("edit_original", "followup", "channel_message", ...) with
+        `status` (None: every one from now on). Status 0 drops the connection without an answer."""
+        self._failures[kind] = [status, times]
+
     def add_blob(self, path: str, data: bytes, content_type: str) -> str:
         """Serve `data` at `/attachments/<path>`; returns the CDN URL the payload should carry."""
         self.blobs[path] = (data, content_type)
@@ -153,6 +282,32 @@ class StandIn:
         except TimeoutError:
             summary = "\n".join(f"  {c.kind} {c.path} {c.payload}"[:400] for c in self.calls[-15:])
             raise AssertionError(f"stand-in: condition not met within {within}s; last calls:\n{summary}") from None
+
+    async def _refuse(self, kind: str, request: web.Request, token: str | None, body: dict, files: list[SentFile],
+                      problems: list[str]) -> web.StreamResponse | None:  # fmt: skip
+        """The answer Discord would give instead of doing the call, or None to go ahead."""
+        failure = self._failures.get(kind)
+        if failure is not None:
+            status, left = failure
+            if left is not None:
+                failure[1] = left - 1
+                if failure[1] <= 0:
+                    del self._failures[kind]
+            await self._record(Call(f"{kind}_failed", request.method, request.path, token, body, files))
+            if status == 0:
+                assert request.transport is not None
+                request.transport.close()  # the client sees the connection drop
+                return web.Response(status=500)  # never reaches the client
+            return _error(int(status), 0, "stand-in: injected failure")  # type: ignore[arg-type]
+        if sum(len(f.data) for f in files) > self.upload_limit:
+            await self._record(Call(f"{kind}_too_large", request.method, request.path, token, body, files))
+            return _error(413, 40005, "Request entity too large")
+        if problems:
+            self.violations.append((kind, problems))
+            await self._record(Call(f"{kind}_invalid", request.method, request.path, token, body, files))
+            errors = {"_stand_in": {"_errors": [{"code": "BASE_TYPE_MAX_LENGTH", "message": p} for p in problems]}}
+            return _json({"code": 50035, "message": "Invalid Form Body", "errors": errors}, status=400)
+        return None
 
     async def _record(self, call: Call) -> None:
         self.calls.append(call)
@@ -249,6 +404,8 @@ class StandIn:
         if token in self.expired:
             await self._record(Call("callback_refused", "POST", request.path, token, body, files))
             return _error(404, 10062, "Unknown interaction")
+        if refusal := await self._refuse("callback", request, token, body, files, callback_problems(body, files)):
+            return refusal
         callback_type = body.get("type")
         data = body.get("data") or {}
         message_id = None
@@ -292,6 +449,9 @@ class StandIn:
         if message_id is None or message_id not in self.messages:
             await self._record(Call(f"{kind}_refused", request.method, request.path, token, body, files))
             return _error(404, 10008, "Unknown Message")
+        problems = message_problems(body, files) if request.method == "PATCH" else []
+        if refusal := await self._refuse(kind, request, token, body, files, problems):
+            return refusal
         await self._record(Call(kind, request.method, request.path, token, body, files, message_id))
         if request.method == "DELETE":
             self.messages.pop(message_id, None)
@@ -307,12 +467,17 @@ class StandIn:
         if token in self.expired:
             await self._record(Call("followup_refused", "POST", request.path, token, body, files))
             return _error(401, 50027, "Invalid Webhook Token")
+        if refusal := await self._refuse("followup", request, token, body, files, message_problems(body, files)):
+            return refusal
         message = self._message(self.interaction_channel.get(token, 0), body, files)
         await self._record(Call("followup", "POST", request.path, token, body, files, int(message["id"])))
         return _json(message)
 
     async def _channel_message(self, request: web.Request) -> web.Response:
         body, files = await self._read_body(request)
+        problems = message_problems(body, files)
+        if refusal := await self._refuse("channel_message", request, None, body, files, problems):
+            return refusal
         message = self._message(int(request.match_info["cid"]), body, files)
         await self._record(Call("channel_message", "POST", request.path, None, body, files, int(message["id"])))
         return _json(message)
@@ -324,6 +489,9 @@ class StandIn:
         if message_id not in self.messages:
             await self._record(Call(f"{kind}_refused", request.method, request.path, None, body, files))
             return _error(404, 10008, "Unknown Message")
+        problems = message_problems(body, files) if request.method == "PATCH" else []
+        if refusal := await self._refuse(kind, request, None, body, files, problems):
+            return refusal
         await self._record(Call(kind, request.method, request.path, None, body, files, message_id))
         if request.method == "DELETE":
             self.messages.pop(message_id, None)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from stylecodes.codec import parse_code
-from tests.bot.frontend.conftest import png
-from tests.bot.frontend.payloads import Attachment
+from tests.bot.frontend.conftest import make_settings, png, slow_job
+from tests.bot.frontend.payloads import ALICE, BOB, MODERATOR, Attachment
 
 
 async def test_encode_replies_with_code_version_thumbnail_and_buttons(harness):
@@ -105,3 +109,102 @@ async def test_save_as_button_with_a_bad_name_explains_the_rule(harness):
     submit = harness.send(harness.payloads.modal_submit(modal, {"name": "Bad Name!"}))
     message = await harness.ephemeral_error(submit)
     assert message.startswith("`bad name!` contains ' ', '!'.")
+
+
+async def test_the_published_option_states_no_size_that_could_go_stale(harness):
+    encode = harness.bot.tree.get_command("stylecode").get_command("encode").to_dict(harness.bot.tree)
+    image = next(option for option in encode["options"] if option["name"] == "image")
+    assert image["description"] == "The picture whose style you want (PNG, JPEG, WebP or GIF)."
+
+
+class TestSmallLimit:
+    @pytest.fixture
+    def settings(self):
+        return make_settings(max_attachment_bytes=1024 * 1024)
+
+    async def test_the_configured_limit_is_enforced_and_named(self, harness):
+        big = Attachment("big.png", "image/png", png(), size=2 * 1024 * 1024)
+        token = harness.send(harness.payloads.command("stylecode encode", image=big))
+        assert await harness.ephemeral_error(token) == (
+            "`big.png` is 2.0 MB; the limit is 1.0 MB. Attach a smaller or more compressed picture."
+        )
+
+
+PICTURE = Attachment("c.png", "image/png", png())
+
+
+class TestBusy:
+    @pytest.fixture
+    def settings(self):
+        return make_settings(queue_cap=2, max_jobs_per_user=1)
+
+    @pytest.fixture
+    def engine(self, scripted_engine):
+        scripted_engine.hold()  # the jobs below stay queued or running
+        return scripted_engine
+
+    async def test_per_user_limit(self, harness):
+        await harness.dispatcher.submit(slow_job(ALICE))
+        token = harness.send(harness.payloads.command("stylecode encode", image=PICTURE))
+        message = await harness.ephemeral_error(token)
+        assert message == "You already have 1 job queued or running; wait for one to finish, then try again."
+        assert harness.standin.of_kind("delete_original", token)  # the public placeholder is gone
+
+    async def test_queue_full(self, harness):
+        await harness.dispatcher.submit(slow_job(BOB))
+        await harness.dispatcher.submit(slow_job(MODERATOR))
+        token = harness.send(harness.payloads.command("stylecode encode", image=PICTURE))
+        assert await harness.ephemeral_error(token) == "The bot is busy (2 jobs are waiting), try again in a minute."
+
+
+class TestExpiredToken:
+    """Encoding outlives the interaction's 15 minutes: what it made is posted in the channel."""
+
+    @pytest.fixture
+    def engine(self, scripted_engine):
+        scripted_engine.hold()
+        return scripted_engine
+
+    async def expire_while_encoding(self, harness, scripted_engine, **options) -> str:
+        image = Attachment("cat.png", "image/png", png())
+        token = harness.send(harness.payloads.command("stylecode encode", image=image, **options))
+        await harness.first(token, "callback")  # deferred
+        await asyncio.to_thread(scripted_engine.entered.wait, 10)  # the worker has the picture
+        harness.standin.expire(token)
+        scripted_engine.release()
+        return token
+
+    async def test_the_code_is_posted_in_the_channel(self, harness, scripted_engine):
+        token = await self.expire_while_encoding(harness, scripted_engine)
+        posted = await harness.standin.wait_for(
+            lambda calls: next((c for c in calls if c.kind == "channel_message"), None)
+        )
+        assert posted.content == f"<@{ALICE}> here is your stylecode:"
+        assert posted.payload["allowed_mentions"]["users"] == [ALICE]
+        assert parse_code(posted.embeds[0]["description"].strip("`\n ")).version == 0
+        assert [f.filename for f in posted.files] == ["source.png"]
+        assert [b["label"] for b in posted.buttons()] == ["Imagine with it", "Save as…"]
+        assert harness.standin.of_kind("edit_original_refused", token)
+
+    async def test_a_saved_name_is_announced_in_the_channel_too(self, harness, scripted_engine):
+        await self.expire_while_encoding(harness, scripted_engine, name="late-cat")
+        saved = await harness.standin.wait_for(
+            lambda calls: next(
+                (c for c in calls if c.kind == "channel_message" and c.embeds[0]["title"].startswith("Saved")), None
+            )
+        )
+        assert saved.content == f"<@{ALICE}> saved your style:"
+        assert saved.embeds[0]["title"] == "Saved `late-cat@1`"
+        grid = await harness.standin.wait_for(lambda calls: next((c for c in calls if c.kind == "channel_edit"), None))
+        assert grid.message_id == saved.message_id and [f.filename for f in grid.files] == ["preview.webp"]
+
+    async def test_a_failure_is_posted_in_the_channel(self, harness, scripted_engine):
+        scripted_engine.fail_encode = True
+        await self.expire_while_encoding(harness, scripted_engine)
+        posted = await harness.standin.wait_for(
+            lambda calls: next((c for c in calls if c.kind == "channel_message"), None)
+        )
+        assert posted.content == (
+            f"<@{ALICE}> The model failed on this job (RuntimeError: the scripted engine failed). "
+            "Please try again later."
+        )

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from PIL import Image
 
 import registry
 from stylecodes.codec import mix, parse_code
-from tests.bot.frontend.payloads import ALICE, BOB
+from tests.bot.frontend.conftest import make_settings, slow_job
+from tests.bot.frontend.payloads import ALICE, BOB, CHANNEL_ID, GUILD_ID, MODERATOR
 
 CODE = "C_d_AAI_rQglIvUb1_fC0"
 OTHER_CODE = "AAAAAAAAAAAAAAAAAAAA0"
@@ -135,8 +137,9 @@ async def test_similar_ranks_by_distance(harness, session_factory):
     near = parse_code(CODE)
     near_code = type(near)((*near.levels[:-1], (near.levels[-1] + 1) % 64), 0).canonical
     await create(session_factory, "near", near_code)
-    _, reply = await reply_to(harness, "stylecode similar", style="base")
-    lines = data(reply)["embeds"][0]["description"].splitlines()
+    token = harness.send(harness.payloads.command("stylecode similar", style="base"))
+    reply = await harness.first(token, "edit_original")  # after deferring: see test_similar_defers_before_searching
+    lines = reply.embeds[0]["description"].splitlines()
     assert [line.split("**")[1] for line in lines] == ["near", "far"]  # itself left out
 
 
@@ -190,6 +193,21 @@ async def test_fork_delete_and_favourite(harness, session_factory):
     assert (await harness.ephemeral_error(token)).startswith("The style `alices-copy` was deleted.")
 
 
+async def test_fork_keeps_the_originals_visibility_unless_told(harness, session_factory):
+    async with session_factory() as session:
+        await registry.create_style(
+            session, name="guild-look", code=CODE, owner_id=BOB, guild_id=GUILD_ID, visibility="guild"
+        )
+    for new_name, options in (("kept-in-guild", {}), ("made-public", {"visibility": "public"})):
+        token, reply = await reply_to(harness, "stylecode fork", source="guild-look", new_name=new_name, **options)
+        assert data(reply)["embeds"][0]["title"] == f"Forked `guild-look` as `{new_name}@1`"
+        await harness.first(token, "edit_original", within=60)  # preview of the fork
+    async with session_factory() as session:
+        kept = await registry.get_style(session, "kept-in-guild", user_id=ALICE, guild_id=GUILD_ID)
+        public = await registry.get_style(session, "made-public", user_id=ALICE, guild_id=GUILD_ID)
+    assert (kept.visibility, public.visibility) == ("guild", "public")
+
+
 async def test_name_autocomplete(harness, session_factory):
     await create(session_factory, "neon-noir")
     await create(session_factory, "private-one", owner=BOB, visibility="private")
@@ -204,3 +222,291 @@ def _webp() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), "white").save(buffer, format="WEBP")
     return buffer.getvalue()
+
+
+# --- browse: tags, bad inputs, paging ----------------------------------------------------------------
+
+
+def names_in(call_or_embed) -> list[str]:
+    if isinstance(call_or_embed, dict):
+        embed = call_or_embed
+    else:
+        embed = (call_or_embed.embeds or data(call_or_embed)["embeds"])[0]
+    return [line.split("**")[1] for line in embed["description"].splitlines() if "**" in line]
+
+
+@pytest.mark.parametrize("typed", ["Neon", "#neon", "NEON", " #Neon "])
+async def test_browse_tag_is_normalised_as_the_registry_stores_it(harness, session_factory, typed):
+    for index in range(6):  # two pages
+        await create(session_factory, f"neon-{index}", tags="neon")
+    _, first = await reply_to(harness, "stylecode browse", sort="new", tag=typed)
+    embed = data(first)["embeds"][0]
+    assert embed["title"] == "Styles · new · #neon"
+    assert names_in(embed) == [f"neon-{i}" for i in (5, 4, 3, 2, 1)]
+    page2 = await harness.first(harness.send(harness.payloads.click(first, "▶")), "callback")
+    assert names_in(data(page2)["embeds"][0]) == ["neon-0"]
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"tag": "n"}, "The tag `n` is not valid: tags are 2-24 characters of a-z, 0-9 and `-`."),
+        ({"tag": "neon!"}, "The tag `neon!` is not valid"),
+        ({"tag": "neon noir"}, "Browse one tag at a time: `neon` or `noir`."),
+        ({"tag": "#"}, "`#` is not a tag: tags are 2-24 characters of a-z, 0-9 and `-`, e.g. `neon`."),
+        ({"sort": "oldest"}, "`oldest` is not a sort; use one of new, popular, trending, favourites."),
+    ],
+)
+async def test_browse_bad_inputs(harness, options, expected):
+    token = harness.send(harness.payloads.command("stylecode browse", **options))
+    message = await harness.ephemeral_error(token)
+    assert message.startswith(expected), message
+
+
+async def test_browse_pages_forward_with_one_query_and_back_after_deferring(harness, session_factory, monkeypatch):
+    for index in range(11):  # three pages of five
+        await create(session_factory, f"style-{index:02d}")
+    queries = []
+    real_browse = registry.browse
+
+    async def counting_browse(*args, **kwargs):
+        queries.append(kwargs.get("cursor"))
+        return await real_browse(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "browse", counting_browse)
+    _, page1 = await reply_to(harness, "stylecode browse", sort="new")
+    page2 = await harness.first(harness.send(harness.payloads.click(page1, "▶")), "callback")
+    queries.clear()
+    page3 = await harness.first(harness.send(harness.payloads.click(page2, "▶")), "callback")
+    assert page3.payload["type"] == 7 and data(page3)["embeds"][0]["footer"]["text"] == "Page 3"
+    assert names_in(data(page3)["embeds"][0]) == ["style-00"]
+    assert len(queries) == 1 and queries[0] is not None  # straight to page 3 with the cursor from page 2
+    queries.clear()
+
+    back = harness.send(harness.payloads.click(page3, "◀"))
+    deferred = await harness.first(back, "callback")
+    assert deferred.payload["type"] == 6  # acknowledged before walking from the first page
+    redrawn = await harness.first(back, "edit_original")
+    assert redrawn.message_id == page3.message_id and redrawn.embeds[0]["footer"]["text"] == "Page 2"
+    assert names_in(redrawn) == [f"style-{i:02d}" for i in (5, 4, 3, 2, 1)]
+    assert len(queries) == 2  # page 1, then page 2
+
+
+# --- public listings show only what anyone in the channel may see ------------------------------------
+
+
+async def test_public_listings_never_show_the_invokers_private_styles(harness, session_factory):
+    await create(session_factory, "alice-public", tags="city", description="neon city")
+    await create(session_factory, "alice-secret", tags="city", description="neon city", visibility="private")
+    async with session_factory() as session:
+        for name, guild in (("here-only", GUILD_ID), ("elsewhere", GUILD_ID + 1)):
+            await registry.create_style(
+                session, name=name, code=OTHER_CODE, owner_id=BOB, guild_id=guild, visibility="guild",
+                tags="city", description="neon city",
+            )  # fmt: skip
+    _, browsed = await reply_to(harness, "stylecode browse", sort="new", tag="city")
+    assert not browsed.ephemeral and names_in(data(browsed)["embeds"][0]) == ["here-only", "alice-public"]
+    menu = next(c for row in data(browsed)["components"] for c in row["components"] if c["type"] == 3)
+    assert [o["value"] for o in menu["options"]] == ["here-only", "alice-public"]
+
+    _, found = await reply_to(harness, "stylecode search", query="neon city")
+    assert not found.ephemeral and sorted(names_in(data(found)["embeds"][0])) == ["alice-public", "here-only"]
+
+    token = harness.send(harness.payloads.command("stylecode similar", style="alice-public"))
+    similar = await harness.first(token, "edit_original")
+    assert names_in(similar) == ["here-only"]  # not alice-secret, though it has the very same code
+
+    token = harness.send(harness.payloads.command("stylecode search", query="secret"))
+    assert (await harness.ephemeral_error(token)).startswith("No style matches `secret`.")
+
+
+async def test_page_buttons_show_the_same_page_whoever_clicks(harness, session_factory):
+    for index in range(6):
+        await create(session_factory, f"shared-{index}")
+    await create(session_factory, "bobs-secret", owner=BOB, visibility="private")
+    await create(session_factory, "alices-secret", visibility="private")
+    _, first = await reply_to(harness, "stylecode browse", sort="new")
+    clicks = {who: harness.payloads.click(first, "▶", user_id=who) for who in (ALICE, BOB)}  # the same button
+    pages = {}
+    for who, click in clicks.items():
+        pages[who] = data(await harness.first(harness.send(click), "callback"))["embeds"][0]
+    assert pages[ALICE] == pages[BOB]
+    assert names_in(pages[ALICE]) == ["shared-0"]
+
+
+# --- similar -----------------------------------------------------------------------------------------
+
+
+async def test_similar_defers_before_searching(harness, session_factory):
+    await create(session_factory, "base", CODE)
+    await create(session_factory, "far", OTHER_CODE)
+    token = harness.send(harness.payloads.command("stylecode similar", style=CODE))
+    deferred = await harness.first(token, "callback")
+    assert deferred.payload["type"] == 5 and not deferred.ephemeral
+    reply = await harness.first(token, "edit_original")
+    assert reply.embeds[0]["title"] == f"Styles like {CODE}" and names_in(reply) == ["base", "far"]
+
+
+@pytest.mark.parametrize(
+    ("style", "expected"),
+    [
+        ("C_d_AAI_rQglIvUb1_f!0", "Character 20 of the stylecode, `!`, is not a base64 symbol."),
+        ("neon-nior", "There is no style named `neon-nior`. Did you mean `neon-noir`?"),
+    ],
+)
+async def test_similar_bad_inputs(harness, session_factory, style, expected):
+    await create(session_factory, "neon-noir")
+    token = harness.send(harness.payloads.command("stylecode similar", style=style))
+    message = await harness.ephemeral_error(token)
+    assert message.startswith(expected), message
+    assert harness.standin.of_kind("delete_original", token)  # the public placeholder is gone
+
+
+# --- unknown names and bad codes, for every command that takes them ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("stylecode history", {"name": "neon-nior"}),
+        ("stylecode decode", {"code": "neon-nior"}),
+        ("stylecode fork", {"source": "neon-nior", "new_name": "my-copy"}),
+        ("stylecode favourite", {"name": "neon-nior"}),
+        ("stylecode delete", {"name": "neon-nior"}),
+        ("stylecode update", {"name": "neon-nior", "code": OTHER_CODE}),
+    ],
+)
+async def test_unknown_names_suggest_close_ones(harness, session_factory, path, options):
+    await create(session_factory, "neon-noir")
+    token = harness.send(harness.payloads.command(path, **options))
+    message = await harness.ephemeral_error(token)
+    assert message == "There is no style named `neon-nior`. Did you mean `neon-noir`?", message
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("nope", "A stylecode is 21 characters long"),
+        ("C_d_AAI_rQglIvUb1_f!0", "Character 20 of the stylecode, `!`, is not a base64 symbol."),
+    ],
+)
+async def test_update_with_a_bad_code_explains_it(harness, session_factory, code, expected):
+    await create(session_factory, "my-style")
+    token = harness.send(harness.payloads.command("stylecode update", name="my-style", code=code))
+    message = await harness.ephemeral_error(token)
+    assert message.startswith(expected), message
+    async with session_factory() as session:
+        assert len(await registry.list_revisions(session, "my-style", user_id=ALICE, guild_id=None)) == 1
+
+
+# --- Discord's embed limits --------------------------------------------------------------------------
+
+
+async def test_show_of_a_style_with_many_long_revisions_fits_discords_limits(harness, session_factory):
+    await create(session_factory, "long-notes", description="d" * 300, tags=" ".join(f"tag-{i}" for i in range(8)))
+    base = parse_code(CODE)
+    codes = [type(base)(tuple((level + n) % 64 for level in base.levels), 0) for n in range(1, 30)]
+    async with session_factory() as session:
+        for code in codes:
+            await registry.add_revision(session, "long-notes", code=code, user_id=ALICE, note="n" * 200)
+    for reference in ("long-notes", "long-notes@1"):
+        _, reply = await reply_to(harness, "stylecode show", name=reference)
+        shown = {f["name"]: f["value"] for f in data(reply)["embeds"][0]["fields"]}
+        revisions = shown["Revisions (30)"]
+        assert len(revisions) <= 1024  # the stand-in refuses more, as Discord does
+        current = "@30" if reference == "long-notes" else "@1"
+        assert f"→ {current} `" in revisions  # the revision shown is always listed
+    assert not harness.standin.violations
+
+
+async def test_history_with_many_long_uses_fits_discords_limits(harness, session_factory):
+    await create(session_factory, "busy")
+    async with session_factory() as session:
+        revision = await registry.resolve_reference(session, "busy", user_id=ALICE, guild_id=None)
+        for index in range(10):
+            job_id = f"{index:032x}"
+            await registry.record_usage(
+                session, job_id=job_id, user_id=BOB, guild_id=GUILD_ID, channel_id=1, prompt="p" * 500, seed=index,
+                steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0,
+                revision_id=revision.id,
+            )  # fmt: skip
+            await registry.set_usage_status(session, job_id, "done")
+            link = f"https://discord.com/channels/{GUILD_ID}/{CHANNEL_ID}/{1200000000000000000 + index}"
+            await registry.mark_usage_delivered(session, job_id, message_link=link)
+    _, reply = await reply_to(harness, "stylecode history", name="busy")
+    shown = {f["name"]: f["value"] for f in data(reply)["embeds"][0]["fields"]}
+    assert len(shown["Recent"]) <= 1024
+    assert shown["Recent"].endswith("more")  # says that some were left out
+    assert shown["Recent"].startswith(f"<@{BOB}> · done · ")
+    assert not harness.standin.violations
+
+
+async def test_history_escapes_other_users_prompts(harness, session_factory):
+    await create(session_factory, "target")
+    async with session_factory() as session:
+        revision = await registry.resolve_reference(session, "target", user_id=ALICE, guild_id=None)
+        await registry.record_usage(
+            session, job_id="f" * 32, user_id=BOB, guild_id=GUILD_ID, channel_id=1,
+            prompt="[free nitro](https://evil.example) **now** @everyone", seed=1, steps=2, guidance_scale=3.0,
+            strength=0.9, width=64, height=64, model_version=0, revision_id=revision.id,
+        )  # fmt: skip
+    _, reply = await reply_to(harness, "stylecode history", name="target")
+    recent = {f["name"]: f["value"] for f in data(reply)["embeds"][0]["fields"]}["Recent"]
+    assert "\\[free nitro](https://evil.example)" in recent  # shown as typed, not as a masked link
+    assert not re.search(r"(?<!\\)\[free nitro\]", recent)
+    assert "\\*\\*now\\*\\*" in recent and "@everyone" not in recent
+
+
+# --- why a saved style has no preview grid ----------------------------------------------------------
+
+
+async def footer_after_preview(harness, token) -> str:
+    edit = await harness.first(token, "edit_original", within=60)
+    assert edit.files == []
+    return edit.embeds[0]["footer"]["text"]
+
+
+async def test_an_unserved_version_is_named_in_the_footer(harness):
+    token = harness.send(
+        harness.payloads.command("stylecode save", name="old-style", code="Aj8dPwAACD8rECAlCC8UGzU/HwI")
+    )
+    assert await footer_after_preview(harness, token) == (
+        "No preview grid: stylecodes of version 1 are not served here, so none can be rendered."
+    )
+
+
+class TestPreviewRejections:
+    @pytest.fixture
+    def settings(self):
+        return make_settings(queue_cap=2, max_jobs_per_user=1)
+
+    @pytest.fixture
+    def engine(self, scripted_engine):
+        return scripted_engine
+
+    async def test_a_preview_is_rendered_even_at_the_per_user_limit(self, harness, scripted_engine):
+        scripted_engine.hold()
+        await harness.dispatcher.submit(slow_job(ALICE))  # Alice's one job
+        token = harness.send(harness.payloads.command("stylecode save", name="my-style", code=CODE))
+        await harness.first(token, "callback")
+        scripted_engine.release()
+        grid = await harness.first(token, "edit_original", within=60)
+        assert "footer" not in grid.embeds[0], grid.embeds[0]["footer"]
+        assert [f.filename for f in grid.files] == ["preview.webp"]
+
+    async def test_a_full_queue_is_named_in_the_footer(self, harness, scripted_engine):
+        scripted_engine.hold()
+        await harness.dispatcher.submit(slow_job(BOB))
+        await harness.dispatcher.submit(slow_job(MODERATOR))
+        token = harness.send(harness.payloads.command("stylecode save", name="my-style", code=CODE))
+        assert await footer_after_preview(harness, token) == (
+            "No preview grid: the bot was busy (2 jobs waiting) when it was saved."
+        )
+
+    async def test_a_worker_failure_gives_its_reason_in_the_footer(self, harness, scripted_engine):
+        scripted_engine.fail_prompts_with = "a cow"  # one of the four preview prompts
+        token = harness.send(harness.payloads.command("stylecode save", name="my-style", code=CODE))
+        assert await footer_after_preview(harness, token) == (
+            "No preview grid: the worker could not render it: The model failed on this job "
+            "(RuntimeError: the scripted engine failed). Please try again later."
+        )
