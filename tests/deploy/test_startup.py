@@ -33,6 +33,8 @@ class StandInDiscord:
     def __init__(self) -> None:
         self.synced_commands: list[list[dict]] = []
         self.identified = asyncio.Event()
+        self.send_ready = asyncio.Event()  # clear it to hold READY back after IDENTIFY
+        self.send_ready.set()
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -97,6 +99,7 @@ class StandInDiscord:
             payload = json.loads(message.data)
             if payload["op"] == 2:  # IDENTIFY
                 self.identified.set()
+                await self.send_ready.wait()
                 ready = {
                     "v": 10,
                     "user": BOT_USER,
@@ -184,13 +187,23 @@ async def test_demo_bot_starts_migrates_warms_up_and_registers_commands(tmp_path
     data_dir = tmp_path / "data"
     metrics_port = free_port()
     log: list[str] = []
+    discord_stand_in.send_ready.clear()
     process = await start_bot(data_dir, discord_stand_in.port, metrics_port)
     try:
-        await read_until(process, {"event=model_ready version=0", "event=ready"}, log, within_s=180)
-        assert discord_stand_in.identified.is_set()
+        await asyncio.wait_for(discord_stand_in.identified.wait(), 180)
         async with aiohttp.ClientSession() as http:
+            # Logged in, gateway identified, no READY yet: not healthy.
+            async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
+                assert response.status == 503
+                health = await response.json()
+            assert health["ok"] is False and health["ready"] is False and health["closed"] is False
+            discord_stand_in.send_ready.set()
+            await read_until(process, {"event=model_ready version=0", "event=ready"}, log, within_s=180)
             async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
                 assert response.status == 200
+                health = await response.json()
+            assert health["ok"] is True and health["ready"] is True and health["user"] == "stylecodes"
+            assert health["models_loaded"] == [0]
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
                 assert "stylecodes_model_loaded" in await response.text()
     finally:
