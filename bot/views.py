@@ -188,7 +188,14 @@ class DeleteButton(_Guarded, ui.DynamicItem[ui.Button], template=r"sc:delete:(?P
         if interaction.user.id != self.requester_id and not is_moderator:
             raise UserError("Only the person who asked for these images, or a moderator, can delete them.")
         await interaction.response.defer()  # acknowledges the click; @original is now the message it is on
-        await interaction.delete_original_response()
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            if interaction.message is None:
+                raise
+            # Not deletable through the interaction (a result posted in the channel after the token expired):
+            # it is the bot's own message, which the bot may delete without Manage Messages.
+            await interaction.message.delete()
 
 
 def result_view(job_id: str, *, requester_id: int, code: StyleCode | None) -> ui.View:

@@ -773,3 +773,16 @@ class TestHeldWorker:
         assert (await harness.first(click, "callback")).payload["type"] == 6
         await harness.first(click, "delete_original")
         assert posted.message_id not in harness.standin.messages
+
+    async def test_delete_falls_back_to_the_bots_own_message_when_the_interaction_cannot(
+        self, harness, scripted_engine
+    ):
+        token = harness.send(harness.payloads.command("imagine", prompt="late", code=CODE, steps=2))
+        final = await harness.final_edit(token)
+        harness.standin.fail("delete_original", 404)  # Discord refuses the deletion through the interaction
+        harness.send(harness.payloads.click(final, "Delete"))
+        deleted = await harness.standin.wait_for(
+            lambda calls: next((c for c in calls if c.kind == "channel_delete"), None)
+        )
+        assert deleted.message_id == final.message_id
+        assert final.message_id not in harness.standin.messages
