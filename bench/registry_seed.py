@@ -336,6 +336,7 @@ async def seed(url: str, n_styles: int, n_usages: int, n_users: int, n_favourite
                     finished,
                     "GPU out of memory" if state == "failed" else None,
                     None,
+                    finished,  # delivered_at: the bot posted every finished job's outcome
                 )
             )
         await writer.write("usages", USAGE_COLUMNS, rows)
@@ -392,6 +393,7 @@ USAGE_COLUMNS = [
     "finished_at",
     "error",
     "message_link",
+    "delivered_at",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import importlib.util
 
 from sqlalchemy import func, select
@@ -49,5 +50,7 @@ async def test_seeded_counters_match_the_rows(tmp_path) -> None:
             similar = await registry.similar_styles(session, revision.code, user_id=None, guild_id=None, k=3)
             assert similar[0].style.id == top[0].id and similar[0].distance == 0.0
             assert len(await registry.unfinished_usages(session)) == 20
+            # Seeded outcomes were posted: none waits for a restarted bot to post it.
+            assert await registry.undelivered_usages(session, since=dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) == []
     finally:
         await engine.dispose()
