@@ -315,7 +315,6 @@ class RedisDispatcher:
         self.poll_block_ms = poll_block_ms
         self.follower_ttl_s = follower_ttl_s
         self.worker_alive_s = worker_alive_s
-        self.sweep_interval_s = sweep_interval_s
         self.token = uuid.uuid4().hex  # this process, as a follower
         self._submit = redis.register_script(SUBMIT_SCRIPT)
         self._finish = redis.register_script(FINISH_SCRIPT)
