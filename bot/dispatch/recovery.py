@@ -150,19 +150,24 @@ async def recover_unfinished(
         await on_resumed(usage, handle)
         return True
 
+    async def submit_again(usage: Usage, made: list[str], event: str) -> str | None:
+        """Rebuild the job from its row and queue it; None when queued, else why it could not be."""
+        if on_resumed is None:
+            return "the front end cannot follow resumed jobs"
+        try:
+            handle = await dispatcher.submit(job_from_usage(usage))
+        except (JobRejectedError, ValueError) as exc:  # incl. UnservedVersionError, CodeError
+            return str(exc).rstrip(".")
+        made.append(usage.job_id)
+        log_job_event(event, usage.job_id, status=usage.status)
+        await on_resumed(usage, handle)
+        return None
+
     async def rebuild_or_fail(usage: Usage) -> None:
-        why = "the front end cannot follow resumed jobs"
-        if on_resumed is not None:
-            try:
-                handle = await dispatcher.submit(job_from_usage(usage))
-            except (JobRejectedError, ValueError) as exc:  # incl. UnservedVersionError, CodeError
-                why = str(exc)
-            else:
-                report.resubmitted.append(usage.job_id)
-                log_job_event("resubmitted", usage.job_id, status=usage.status)
-                await on_resumed(usage, handle)
-                return
-        text = RESTART_FAILURE.format(why=why.rstrip("."))
+        why = await submit_again(usage, report.resubmitted, "resubmitted")
+        if why is None:
+            return
+        text = RESTART_FAILURE.format(why=why)
         await advance_usage(session_factory, usage.job_id, "failed", error=text)
         report.failed.append(usage.job_id)
         record_end(usage.job_id, ImagineJob.kind, usage.model_version, JobFailed(text, JobFailed.RESTART))
@@ -173,18 +178,9 @@ async def recover_unfinished(
         if usage.status == "failed":
             await notify(usage, f"your job failed: {usage.error or 'no reason was recorded'}")
             return
-        why = "the front end cannot follow resumed jobs"
-        if on_resumed is not None:
-            try:
-                handle = await dispatcher.submit(job_from_usage(usage))
-            except (JobRejectedError, ValueError) as exc:
-                why = str(exc)
-            else:
-                report.remade.append(usage.job_id)
-                log_job_event("remade", usage.job_id, status=usage.status)
-                await on_resumed(usage, handle)
-                return
-        await notify(usage, REMAKE_FAILURE.format(why=why.rstrip(".")))
+        why = await submit_again(usage, report.remade, "remade")
+        if why is not None:
+            await notify(usage, REMAKE_FAILURE.format(why=why))
 
     async def when_its_follower_stops(usage: Usage, busy: FollowedElsewhere) -> None:
         """Adopt the job if its live follower stops before handing over the outcome; else leave it be."""

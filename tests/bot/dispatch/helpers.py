@@ -72,6 +72,15 @@ async def record(session_factory, job: ImagineJob, *, revision_id: int | None = 
         )
 
 
+async def taken_by_a_dead_worker(redis, keys, version: int = DEMO) -> str:
+    """A worker that reads the next job of `version` and dies before acking it; returns the entry id."""
+    from bot.dispatch.redis_streams import GROUP
+
+    await redis.xgroup_create(keys.stream(version), GROUP, id="0", mkstream=True)
+    [[_, [(entry_id, _fields)]]] = await redis.xreadgroup(GROUP, "dead-worker", {keys.stream(version): ">"}, count=1)
+    return entry_id
+
+
 async def named_style(session_factory, job: ImagineJob, name: str = "neon-noir"):
     """A saved style whose code is the job's: record the job with `revision_id=revision.id`."""
     from registry.styles import create_style

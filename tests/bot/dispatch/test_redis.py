@@ -39,6 +39,7 @@ from tests.bot.dispatch.helpers import (
     record,
     redis_limits,
     running_worker,
+    taken_by_a_dead_worker,
     usage,
     use_count,
     wait_for,
@@ -139,10 +140,7 @@ async def test_delivery_limit_fails_the_job_with_reason(bots, redis_client, keys
     job = imagine_job(ALICE)
     await record(session_factory, job)
     handle = await bot.submit(job)
-    # A worker that takes the job and dies before acking it: delivered once, never acked.
-    await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
-    taken = await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
-    assert len(taken[0][1]) == 1
+    await taken_by_a_dead_worker(redis_client, keys)  # delivered once, never acked
     async with running_worker(
         redis_client, keys, demo_engine, session_factory, idle_timeout_s=0.2, max_deliveries=1
     ) as worker:
@@ -172,8 +170,7 @@ async def test_reclaimed_job_already_stored_as_done_is_run_again_for_its_images_
     revision = await named_style(session_factory, job)
     await record(session_factory, job, revision_id=revision.id)
     handle = await bot.submit(job)
-    await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
-    await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
+    await taken_by_a_dead_worker(redis_client, keys)
     async with session_factory() as session:  # what the dead worker had stored
         await set_usage_status(session, job.job_id, "running")
         await set_usage_status(session, job.job_id, "done")
@@ -198,8 +195,7 @@ async def test_reclaimed_job_already_stored_as_failed_tells_the_stored_reason_an
     job = imagine_job(ALICE)
     await record(session_factory, job)
     handle = await bot.submit(job)
-    await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
-    await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"}, count=1)
+    await taken_by_a_dead_worker(redis_client, keys)
     async with session_factory() as session:
         await set_usage_status(session, job.job_id, "failed", error="The model failed on this job (OOM).")
     async with running_worker(redis_client, keys, demo_engine, session_factory, idle_timeout_s=0.2) as worker:

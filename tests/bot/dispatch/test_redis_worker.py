@@ -32,6 +32,7 @@ from tests.bot.dispatch.helpers import (
     record,
     redis_limits,
     running_worker,
+    taken_by_a_dead_worker,
     usage,
     wait_for,
 )
@@ -268,8 +269,7 @@ async def test_a_pending_entry_deleted_from_its_stream_fails_its_job(
     job = imagine_job(ALICE)
     await record(session_factory, job)
     handle = await bot.submit(job)
-    await redis_client.xgroup_create(keys.stream(0), GROUP, id="0", mkstream=True)
-    [[_, [(entry_id, _fields)]]] = await redis_client.xreadgroup(GROUP, "dead-worker", {keys.stream(0): ">"})
+    entry_id = await taken_by_a_dead_worker(redis_client, keys)
     await redis_client.xdel(keys.stream(0), entry_id)  # an operator's XDEL, or a trim
     async with running_worker(redis_client, keys, demo_engine, session_factory, idle_timeout_s=0.2):
         result = await asyncio.wait_for(handle.result(), 20)

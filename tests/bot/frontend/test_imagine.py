@@ -18,6 +18,7 @@ from bot.jobs import new_job_id
 from stylecodes.codec import mix, parse_code
 from tests.bot.frontend.conftest import make_settings, png, slow_job
 from tests.bot.frontend.payloads import ALICE, BOB, MODERATOR, NSFW_CHANNEL_ID, Attachment
+from tests.bot.frontend.standin import Call
 
 CODE = "C_d_AAI_rQglIvUb1_fC0"  # a version-0 (demo) code
 OTHER_CODE = "AAAAAAAAAAAAAAAAAAAA0"
@@ -345,6 +346,34 @@ async def restarted(harness) -> StylecodesBot:
     return bot
 
 
+async def left_behind(session_factory, *, seed: int = 3, **style) -> str:
+    """A job the previous bot process recorded (for Bob, in the test channel) before it died; its job id.
+    `style`: `revision_id=` of a named style; the raw CODE by default."""
+    from tests.bot.frontend.payloads import CHANNEL_ID
+
+    style = style or {"code": CODE}
+    job_id = new_job_id()
+    async with session_factory() as session:
+        await registry.record_usage(
+            session, job_id=job_id, user_id=BOB, guild_id=None, channel_id=CHANNEL_ID, prompt="lost", seed=seed,
+            steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0, **style,
+        )  # fmt: skip
+    return job_id
+
+
+async def result_posted_after_a_restart(harness) -> Call:
+    """Restart the bot and return the result it posts in the channel for a job the old process left behind."""
+    bot = await restarted(harness)
+    try:
+        posted = await harness.standin.wait_for(
+            lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
+        )
+        await bot.wait_idle()
+    finally:
+        await bot.close()
+    return posted
+
+
 async def test_buttons_on_old_messages_work_after_a_restart(harness):
     token = harness.send(harness.payloads.command("imagine", prompt="old", code=CODE, steps=2, seed=7))
     final = await harness.final_edit(token)
@@ -361,22 +390,8 @@ async def test_buttons_on_old_messages_work_after_a_restart(harness):
 
 
 async def test_jobs_left_unfinished_by_a_restart_are_resumed_and_posted_in_their_channel(harness, session_factory):
-    from tests.bot.frontend.payloads import CHANNEL_ID
-
-    job_id = new_job_id()
-    async with session_factory() as session:  # queued by the previous process, which then died
-        await registry.record_usage(
-            session, job_id=job_id, user_id=BOB, guild_id=None, channel_id=CHANNEL_ID, prompt="lost", seed=3,
-            steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0, code=CODE,
-        )  # fmt: skip
-    bot = await restarted(harness)
-    try:
-        posted = await harness.standin.wait_for(
-            lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
-        )
-        await bot.wait_idle()
-    finally:
-        await bot.close()
+    job_id = await left_behind(session_factory)  # queued by the previous process, which then died
+    posted = await result_posted_after_a_restart(harness)
     assert posted.content == f"<@{BOB}> your images (finished after a restart):"
     assert [f.filename for f in posted.files] == ["image_1.png"] and fields(posted)["Seed"] == "3"
     usage = await usage_of(session_factory, job_id)
@@ -388,25 +403,11 @@ async def test_outcomes_finished_but_never_posted_are_posted_after_a_restart_and
 ):
     """The old process died between the worker's result and its post: the images are made again (same
     seeds) and posted, a failure is told with its reason, and a second restart posts neither again."""
-    from tests.bot.frontend.payloads import CHANNEL_ID
-
-    done_job, failed_job = new_job_id(), new_job_id()
+    done_job, failed_job = await left_behind(session_factory, seed=3), await left_behind(session_factory, seed=4)
     async with session_factory() as session:
-        for job_id, seed in ((done_job, 3), (failed_job, 4)):
-            await registry.record_usage(
-                session, job_id=job_id, user_id=BOB, guild_id=None, channel_id=CHANNEL_ID, prompt="unposted",
-                seed=seed, steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0, code=CODE,
-            )  # fmt: skip
         await registry.set_usage_status(session, done_job, "done")
         await registry.set_usage_status(session, failed_job, "failed", error="The engine ran out of memory.")
-    bot = await restarted(harness)
-    try:
-        posted = await harness.standin.wait_for(
-            lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
-        )
-        await bot.wait_idle()
-    finally:
-        await bot.close()
+    posted = await result_posted_after_a_restart(harness)
     channel_posts = [c for c in harness.standin.calls if c.kind == "channel_message"]
     assert sorted(c.content for c in channel_posts) == [
         f"<@{BOB}> your images (finished after a restart):",
@@ -426,24 +427,9 @@ async def test_outcomes_finished_but_never_posted_are_posted_after_a_restart_and
 
 
 async def test_a_resumed_job_of_a_named_style_shows_name_and_revision(harness, session_factory):
-    from tests.bot.frontend.payloads import CHANNEL_ID
-
     revision = await save(session_factory, "neon-noir")
-    job_id = new_job_id()
-    async with session_factory() as session:
-        await registry.record_usage(
-            session, job_id=job_id, user_id=BOB, guild_id=None, channel_id=CHANNEL_ID, prompt="lost", seed=3,
-            steps=2, guidance_scale=3.0, strength=0.9, width=64, height=64, model_version=0,
-            revision_id=revision.id,
-        )  # fmt: skip
-    bot = await restarted(harness)
-    try:
-        posted = await harness.standin.wait_for(
-            lambda calls: next((c for c in calls if c.kind == "channel_message" and c.embeds), None)
-        )
-        await bot.wait_idle()
-    finally:
-        await bot.close()
+    await left_behind(session_factory, revision_id=revision.id)
+    posted = await result_posted_after_a_restart(harness)
     assert fields(posted)["Style"] == f"neon-noir@1\n`{CODE}`"
 
 
