@@ -6,7 +6,7 @@ styled steps alternate so that load from other processes hits both alike; the re
 (wall clock, and CPU time of this process as a check on a busy machine) and their ratio.
 
 A third variant runs the control up blocks on concatenated zeros, as the published implementation does (this
-module skips convolving them, see `control._resnet_on_zero_skip`), to show what that saves.
+module skips convolving them, see `zero_skip.resnet_on_zero_skip`), to show what that saves.
 
     python3 bench/bench_control_step.py            # 32x32 and 64x64 latents, 2 threads, 3 repeats
 
@@ -25,9 +25,9 @@ import torch
 from diffusers import UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 
-from stylecodes import control as control_module
-from stylecodes.control import StyleCodesControlModel
-from stylecodes.sd15 import SD15_UNET_CONFIG
+from stylecodes.models import control as control_module
+from stylecodes.models.control import StyleCodesControlModel
+from stylecodes.models.sd15 import SD15_UNET_CONFIG
 
 
 def _seconds(step) -> tuple[float, float]:
@@ -81,7 +81,7 @@ def main() -> None:
                 control(unet, sample, timestep, text, style)
 
             def styled_on_zeros(sample=sample, style=style):
-                with mock.patch.object(control_module, "_resnet_on_zero_skip", _resnet_on_concatenated_zeros):
+                with mock.patch.object(control_module, "resnet_on_zero_skip", _resnet_on_concatenated_zeros):
                     control(unet, sample, timestep, text, style)
 
             variants = {"plain": plain, "styled": styled, "styled_on_zeros": styled_on_zeros}

@@ -1,7 +1,7 @@
 """Benchmark: image -> stylecode on the CPU at real size (SigLIP-base + the SD1.5 StyleCodes autoencoder).
 
 Random weights built from configs (no download): the cost of a forward pass does not depend on the values. Only the
-encoder is built, as `StyleImageEncoder.load` does for version 1: no UNet, no control blocks, no VAE.
+encoder is built, as `load_style_image_encoder` does for version 1: no UNet, no control blocks, no VAE.
 
 Reports seconds per image (full path from a PIL image: resize to 512, SigLIP preprocessing, SigLIP, autoencoder,
 quantisation) at several batch sizes, the SigLIP-only share as the baseline ratio, and the peak RSS of this process.
@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 from transformers import SiglipVisionConfig, SiglipVisionModel
 
-from stylecodes.autoencoder import StyleAutoencoder
-from stylecodes.image_encoder import SIGLIP_HIDDEN_LAYER, StyleImageEncoder
+from stylecodes.models.autoencoder import StyleAutoencoder
+from stylecodes.models.image_encoder import SIGLIP_HIDDEN_LAYER, StyleImageEncoder
 
 
 def build_encoder() -> StyleImageEncoder:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from stylecodes.codec import random_code
-from stylecodes.pipeline import StyleCodesPipeline, make_scheduler
+from stylecodes.pipelines.scheduler import make_scheduler
+from stylecodes.pipelines.text_to_image import StyleCodesPipeline
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -43,9 +44,9 @@ def build_sd15_pipeline(device: torch.device) -> StyleCodesPipeline:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from stylecodes.control import StyleCodesControlModel
     from stylecodes.demo import build_demo_tokenizer
-    from stylecodes.sd15 import SD15_UNET_CONFIG
+    from stylecodes.models.control import StyleCodesControlModel
+    from stylecodes.models.sd15 import SD15_UNET_CONFIG
 
     torch.manual_seed(0)
     with torch.device(device):

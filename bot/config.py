@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from stylecodes.codec import KNOWN_VERSIONS
+from stylecodes.versions import VERSIONS
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")  # the async drivers the project installs
@@ -156,8 +156,8 @@ class Settings(BaseSettings):
                 f"(got {self.shard_count}); e.g. SHARD_COUNT=4 with SHARD_IDS=0,1 in one bot and 2,3 in another"
             )
         for version in [self.model_version, *self.served_versions]:
-            if version not in KNOWN_VERSIONS:
-                known = ", ".join(str(v) for v in KNOWN_VERSIONS)
+            if version not in VERSIONS:
+                known = ", ".join(str(v) for v in VERSIONS)
                 raise ValueError(f"model version {version} does not exist; known versions are {known}")
         if self.served_versions and self.model_version not in self.served_versions:
             raise ValueError(

@@ -22,15 +22,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from stylecodes.codec import StyleCode, parse_code
+from stylecodes.requests import MAX_SEED
 
 if TYPE_CHECKING:  # the engine module imports torch; only the worker side needs it at run time
     from stylecodes.engine import GenerationRequest
 
 job_log = logging.getLogger("bot.jobs")
-
-# Seeds the bot hands out and accepts (a Discord integer option that is easy to copy).
-MAX_SEED = 2**32 - 1
-
 
 def consecutive_seeds(first: int, count: int) -> list[int]:
     """A job's seeds: `first` and the ones after it, wrapping past MAX_SEED.

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stylecodes.versions import VERSIONS
+
 LATENT_DIM = 20  # values in the style latent, fixed by the published autoencoder
 LEVELS = 64  # 6 bits per value
 MAX_LEVEL = LEVELS - 1
@@ -32,12 +34,6 @@ URLSAFE_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _SYMBOL_TO_LEVEL = {symbol: level for level, symbol in enumerate(URLSAFE_ALPHABET)}
 # The standard base64 alphabet differs only in its last two symbols; accept them as their URL-safe twins.
 _SYMBOL_TO_LEVEL.update({"+": 62, "/": 63})
-
-# Encoder versions that exist. `stylecodes.versions` maps each to its model; a process may serve fewer.
-KNOWN_VERSIONS: dict[int, str] = {
-    0: "demo model (tiny, random weights: images are not meaningful)",
-    1: "StyleCodes v1, the published release",
-}
 
 EXAMPLE_CODE = "C_d_AAI_rQglIvUb1_fC1"
 _FORMAT_HINT = (
@@ -70,8 +66,8 @@ class StyleCode:
         bad = [level for level in self.levels if not _is_int(level) or not 0 <= level <= MAX_LEVEL]
         if bad:
             raise CodeError(f"Stylecode levels must be integers in 0..{MAX_LEVEL}, got {bad[0]!r}.", hint=False)
-        if not _is_int(self.version) or self.version not in KNOWN_VERSIONS:
-            known = ", ".join(str(v) for v in KNOWN_VERSIONS)
+        if not _is_int(self.version) or self.version not in VERSIONS:
+            known = ", ".join(str(v) for v in VERSIONS)
             raise CodeError(f"Unknown encoder version {self.version!r}; known versions are {known}.", hint=False)
         # numpy integers become ints (and a list a tuple), so equal codes compare and hash equal
         object.__setattr__(self, "levels", tuple(int(level) for level in self.levels))
@@ -148,8 +144,8 @@ def parse_code(text: str) -> StyleCode:
     if not ("0" <= version_digit <= "9"):
         raise CodeError(f"The last character of a stylecode is the encoder version digit (0-9), got `{version_digit}`.")
     version = int(version_digit)
-    if version not in KNOWN_VERSIONS:
-        known = ", ".join(str(v) for v in KNOWN_VERSIONS)
+    if version not in VERSIONS:
+        known = ", ".join(str(v) for v in VERSIONS)
         raise CodeError(f"The stylecode ends in `{version}`, an unknown encoder version; known versions are {known}.")
     return StyleCode(tuple(levels), version)
 

@@ -1,4 +1,4 @@
-"""The encoder-version digit at the end of every stylecode selects a model: this is the table.
+"""The encoder-version digit at the end of every stylecode selects a model: this is the one table of versions.
 
 Torch-free, so the bot can check a code's version (and say which versions it serves) without loading a model.
 
@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-
-from stylecodes.codec import KNOWN_VERSIONS
 
 DEMO_VERSION = 0
 DEMO_NOTICE = "version 0 is the demo model: tiny random weights, its images are not meaningful"
@@ -133,7 +131,8 @@ def check_served(version: int, served: Iterable[int]) -> None:
 
 def _short_title(version: int) -> str:
     spec = VERSIONS.get(version)
-    return spec.short_title if spec else KNOWN_VERSIONS.get(version, "unknown")
+    return spec.short_title if spec else "unknown"
+
 
 
 def local_path_help(spec: ModelVersionSpec) -> str:

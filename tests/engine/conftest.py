@@ -18,7 +18,7 @@ from PIL import Image
 
 from stylecodes.demo import build_demo_components
 from stylecodes.engine import StyleEngine
-from stylecodes.pipeline import make_scheduler
+from stylecodes.pipelines.scheduler import make_scheduler
 from stylecodes.versions import VERSIONS, ModelVersionSpec
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from stylecodes.autoencoder import StyleAutoencoder
+from stylecodes.models.autoencoder import StyleAutoencoder
 
 PREFIX = "sref_autoencoder."
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from stylecodes.checkpoint import CheckpointError, convert_to_safetensors, load_control_weights, load_state_dict
-from stylecodes.control import StyleCodesControlModel
+from stylecodes.models.control import StyleCodesControlModel
 
 
 @pytest.fixture(scope="module")

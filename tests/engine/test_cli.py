@@ -11,8 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stylecodes import cli
-from stylecodes.cli import main
+from stylecodes.cli import common, main, paint
 from stylecodes.codec import parse_code
 from stylecodes.versions import get_spec
 
@@ -89,10 +88,10 @@ def test_encode_reports_bad_files_and_encodes_the_rest(capsys, tmp_path, style_i
 
 
 def test_encode_loads_and_encodes_in_chunks_printing_codes_as_they_come(capsys, monkeypatch, tmp_path, style_images):
-    from stylecodes.image_encoder import StyleImageEncoder
+    from stylecodes.models.image_encoder import StyleImageEncoder
 
     paths = []
-    for index in range(cli.ENCODE_CHUNK + 2):
+    for index in range(paint.ENCODE_CHUNK + 2):
         paths.append(tmp_path / f"image-{index}.png")
         style_images[index % 2].save(paths[-1])
     events, printed = [], []
@@ -111,14 +110,14 @@ def test_encode_loads_and_encodes_in_chunks_printing_codes_as_they_come(capsys, 
         events.append(("encode", len(images)))
         return original_encode(self, images)
 
-    load_image = cli.load_image
-    monkeypatch.setattr(cli, "load_image", recording_load)
+    load_image = paint.load_image
+    monkeypatch.setattr(paint, "load_image", recording_load)
     monkeypatch.setattr(StyleImageEncoder, "encode", recording_encode)
     assert main(["encode", *map(str, paths), "--model-version", "0"]) == 0
     lines_so_far()
-    first_chunk = [("load", 0)] * cli.ENCODE_CHUNK + [("encode", cli.ENCODE_CHUNK)]
+    first_chunk = [("load", 0)] * paint.ENCODE_CHUNK + [("encode", paint.ENCODE_CHUNK)]
     # the second chunk's files are read only after the first chunk's codes were printed
-    assert events == [*first_chunk, ("load", cli.ENCODE_CHUNK), ("load", cli.ENCODE_CHUNK), ("encode", 2)]
+    assert events == [*first_chunk, ("load", paint.ENCODE_CHUNK), ("load", paint.ENCODE_CHUNK), ("encode", 2)]
     assert [line.split("\t")[1] for line in printed] == list(map(str, paths))
     codes = [line.split("\t")[0] for line in printed]
     assert codes[0::2] == [codes[0]] * 5 and codes[1::2] == [codes[1]] * 5 and codes[0] != codes[1]
@@ -304,10 +303,10 @@ def test_cuda_device_index_must_exist(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     for name in ("cuda", "cuda:0", "cuda:1"):
         options = argparse.Namespace(device=name, dtype="auto")
-        assert cli._device_and_dtype(options) == (torch.device(name), torch.float16)
+        assert common.device_and_dtype(options) == (torch.device(name), torch.float16)
     message = r"--device cuda:2 does not exist: this machine has 2 CUDA GPU\(s\), so use cuda:0 to cuda:1"
-    with pytest.raises(cli.CliError, match=message):
-        cli._device_and_dtype(argparse.Namespace(device="cuda:2", dtype="auto"))
+    with pytest.raises(common.CliError, match=message):
+        common.device_and_dtype(argparse.Namespace(device="cuda:2", dtype="auto"))
 
 
 def test_bad_device_is_one_line(capsys, tmp_path, style_images):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from stylecodes import codec
 from stylecodes.codec import CodeError, StyleCode, parse_code
+from stylecodes.versions import VERSIONS
 
 levels_strategy = st.lists(st.integers(0, 63), min_size=20, max_size=20).map(tuple)
 
@@ -45,7 +46,7 @@ def test_surrounding_whitespace_and_backticks_are_ignored():
     assert parse_code("  `C_d_AAI_rQglIvUb1_fC1` ") == parse_code("C_d_AAI_rQglIvUb1_fC1")
 
 
-@given(levels_strategy, st.sampled_from(sorted(codec.KNOWN_VERSIONS)))
+@given(levels_strategy, st.sampled_from(sorted(VERSIONS)))
 def test_canonical_round_trip(levels, version):
     code = StyleCode(levels, version)
     assert parse_code(code.canonical) == code
@@ -66,7 +67,7 @@ def test_published_floor_drifts_on_requantisation():
     assert drifted == list(range(1, 16))
 
 
-@given(levels_strategy, st.sampled_from(sorted(codec.KNOWN_VERSIONS)))
+@given(levels_strategy, st.sampled_from(sorted(VERSIONS)))
 def test_mixing_a_code_with_itself_is_identity(levels, version):
     code = StyleCode(levels, version)
     assert codec.mix(f"{code.canonical}::2 {code.canonical}::0.5") == code

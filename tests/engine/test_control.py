@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 from stylecodes import codec
 from stylecodes.checkpoint import check_state_dict
-from stylecodes.control import StyleCodesControlModel
-from stylecodes.sd15 import SD15_UNET_CONFIG
+from stylecodes.models.control import StyleCodesControlModel
+from stylecodes.models.sd15 import SD15_UNET_CONFIG
 
 ATOL = 1e-4  # the issue's bound on the difference from the published implementation; never loosen it
 
@@ -333,7 +333,7 @@ def test_resnet_on_zero_skip_equals_concatenating_zeros(height, width, channels,
     """
     from diffusers.models.resnet import ResnetBlock2D
 
-    from stylecodes.control import _is_plain_resnet, _resnet_on_zero_skip
+    from stylecodes.models.zero_skip import _is_plain_resnet, resnet_on_zero_skip
 
     generator = torch.Generator().manual_seed(height * 100 + channels + skip_channels)
     resnet = ResnetBlock2D(in_channels=channels + skip_channels, out_channels=64, temb_channels=16, groups=32).eval()
@@ -345,5 +345,5 @@ def test_resnet_on_zero_skip_equals_concatenating_zeros(height, width, channels,
         temb = torch.randn(2, 16, generator=generator)
         zeros = torch.zeros(2, skip_channels, height, width)
         expected = resnet(torch.cat([hidden, zeros], dim=1), temb)
-        actual = _resnet_on_zero_skip(resnet, hidden, skip_channels, temb)
+        actual = resnet_on_zero_skip(resnet, hidden, skip_channels, temb)
     torch.testing.assert_close(actual, expected, atol=2e-5, rtol=1e-5)

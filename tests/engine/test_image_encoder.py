@@ -7,21 +7,22 @@ import pytest
 import torch
 from PIL import Image
 
-from stylecodes.autoencoder import StyleAutoencoder
 from stylecodes.checkpoint import CheckpointError
-from stylecodes.image_encoder import (
+from stylecodes.loaders import load_style_image_encoder
+from stylecodes.models.autoencoder import StyleAutoencoder
+from stylecodes.models.image_encoder import (
     StyleImageEncoder,
-    keep_float32,
     load_autoencoder,
     make_siglip_processor,
     siglip_hidden_states,
 )
+from stylecodes.models.precision import keep_float32
 from stylecodes.versions import VERSIONS
 
 
 @pytest.fixture(scope="module")
 def demo_encoder() -> StyleImageEncoder:
-    return StyleImageEncoder.load(VERSIONS[0])
+    return load_style_image_encoder(VERSIONS[0])
 
 
 def test_processor_is_the_pinned_pil_backend_with_siglip_settings():
@@ -74,7 +75,7 @@ def test_same_image_same_code_and_batching_does_not_change_codes(demo_encoder, s
     assert first == again == singles
     assert all(code.version == 0 for code in first)
     assert first[0] != first[1]  # different pictures, different codes
-    fresh = StyleImageEncoder.load(VERSIONS[0])  # a second build of the demo model gives the same codes
+    fresh = load_style_image_encoder(VERSIONS[0])  # a second build of the demo model gives the same codes
     assert fresh.encode(style_images) == first
 
 
@@ -101,8 +102,8 @@ def test_published_encoder_loads_siglip_and_autoencoder_only(
         raise AssertionError("encoding built a UNet")
 
     monkeypatch.setattr("diffusers.UNet2DConditionModel.__init__", no_unet)
-    monkeypatch.setattr("stylecodes.control.StyleCodesControlModel.__init__", no_unet)
-    encoder = StyleImageEncoder.load(published_files.spec)
+    monkeypatch.setattr("stylecodes.models.control.StyleCodesControlModel.__init__", no_unet)
+    encoder = load_style_image_encoder(published_files.spec)
     codes = encoder.encode(style_images)
     assert [code.version for code in codes] == [1, 1]
     assert [code.levels for code in codes] == [code.levels for code in demo_encoder.encode(style_images)]
@@ -140,7 +141,7 @@ def test_full_siglip_model_folder_loads_as_the_vision_tower(tmp_path):
     # google/siglip-base-patch16-224 is a full SigLIP (text + vision); its vision half must load from that folder.
     from transformers import SiglipConfig, SiglipModel, SiglipTextConfig, SiglipVisionConfig
 
-    from stylecodes.image_encoder import load_vision_model
+    from stylecodes.models.image_encoder import load_vision_model
 
     vision = SiglipVisionConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
     text = SiglipTextConfig(

@@ -5,16 +5,19 @@ from __future__ import annotations
 import pytest
 
 from stylecodes import hub
-from stylecodes.codec import KNOWN_VERSIONS
+from stylecodes.codec import CodeError, StyleCode
 from stylecodes.engine import StyleEngine
-from stylecodes.image_encoder import StyleImageEncoder
+from stylecodes.loaders import load_style_image_encoder
 from stylecodes.versions import VERSIONS, UnservedVersionError, check_served, get_spec
 
 
-def test_table_agrees_with_the_codec():
-    assert sorted(VERSIONS) == sorted(KNOWN_VERSIONS)
+def test_the_codec_accepts_exactly_the_versions_in_the_table():
     for version, spec in VERSIONS.items():
         assert spec.version == version
+        assert StyleCode((0,) * 20, version).version == version
+    for version in set(range(10)) - set(VERSIONS):
+        with pytest.raises(CodeError):
+            StyleCode((0,) * 20, version)
 
 
 def test_published_version_points_at_the_release():
@@ -30,7 +33,7 @@ def test_demo_version_says_its_images_are_not_meaningful():
     spec = VERSIONS[0]
     assert spec.is_demo and spec.checkpoint_repo is None
     assert "not meaningful" in spec.title
-    assert "not meaningful" in KNOWN_VERSIONS[0]
+    assert "not meaningful" in spec.short_title
 
 
 def test_unserved_version_names_the_served_ones():
@@ -130,12 +133,12 @@ def test_offline_encoder_without_cache_fails_clearly(offline_hub, monkeypatch, t
     checkpoint.write_bytes(b"x")
     monkeypatch.setenv("STYLECODES_V1_CHECKPOINT", str(checkpoint))  # found locally: now SigLIP is missing
     with pytest.raises(hub.ModelLoadError, match=r"google/siglip-base-patch16-224 is not in the local"):
-        StyleImageEncoder.load(VERSIONS[1])
+        load_style_image_encoder(VERSIONS[1])
 
 
 def test_broken_local_folders_give_model_load_errors(tmp_path):
-    from stylecodes.engine import _load_base_components
-    from stylecodes.image_encoder import load_vision_model
+    from stylecodes.loaders import _load_base_components
+    from stylecodes.models.image_encoder import load_vision_model
 
     siglip = tmp_path / "siglip"
     siglip.mkdir()

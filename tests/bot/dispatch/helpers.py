@@ -29,14 +29,15 @@ def png(seed: int = 0, size: int = 48) -> bytes:
 def imagine_job(
     user_id: int, *, count: int = 1, steps: int = 2, size: int = 64, seed: int = 1, prompt: str = "a cow", **kw: Any
 ) -> ImagineJob:
+    from bot.jobs import consecutive_seeds
     from stylecodes.engine import GenerationRequest
 
     style = random_code(DEMO, np.random.default_rng(seed))
     requests = [
         GenerationRequest(
-            prompt=f"{prompt} {i}", seed=seed + i, style=style, steps=steps, width=size, height=size, **kw
+            prompt=f"{prompt} {i}", seed=request_seed, style=style, steps=steps, width=size, height=size, **kw
         )
-        for i in range(count)
+        for i, request_seed in enumerate(consecutive_seeds(seed, count))
     ]
     return ImagineJob(new_job_id(), user_id, guild_id=1, channel_id=2, version=DEMO, requests=requests)
 

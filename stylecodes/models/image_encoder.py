@@ -20,13 +20,12 @@ worker in fp16 as in the CPU command line. The two models are small (about 105M 
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import SiglipVisionModel
 
 try:  # transformers >= 5: pin the PIL backend explicitly
@@ -35,44 +34,13 @@ except ImportError:  # transformers 4: the default SigLIP processor is the PIL/n
     from transformers import SiglipImageProcessor as _SiglipProcessor
 
 from stylecodes import checkpoint, hub
-from stylecodes.autoencoder import StyleAutoencoder
 from stylecodes.codec import StyleCode, code_from_latent
 from stylecodes.images import to_rgb
-from stylecodes.versions import ModelVersionSpec
+from stylecodes.models.autoencoder import StyleAutoencoder
+from stylecodes.models.precision import ENCODER_DTYPE, keep_float32
 
 STYLE_IMAGE_SIZE = 512  # the published tool resizes every style image to this square first
 SIGLIP_HIDDEN_LAYER = -2  # second-to-last layer's hidden states, as the release was trained
-ENCODER_DTYPE = torch.float32  # see the module docstring
-
-
-def keep_float32(module: nn.Module) -> nn.Module:
-    """Pin `module` to float32: later casts (`.to(dtype)`, `.half()`, a pipeline's `.to(device, dtype)`) move it to
-    their device but leave its dtype alone. Returns `module`, converted to float32 now if it was not.
-
-    A cast to half precision and back would lose the weights' precision for good, so casts are filtered as they
-    happen (this instance's `_apply`, through which every nn.Module cast goes) instead of being undone afterwards.
-    """
-    if vars(module).get("_float32_pinned"):
-        return module
-    unpinned_apply = module._apply
-
-    def pinned_apply(fn: Callable[[Tensor], Tensor], recurse: bool = True) -> nn.Module:
-        first = next(itertools.chain(module.parameters(), module.buffers()), None)
-        probe = fn(torch.empty(0, dtype=ENCODER_DTYPE, device=first.device if first is not None else "cpu"))
-        if probe.dtype != ENCODER_DTYPE:  # a dtype cast (perhaps with a move): keep only the move
-            fn = _move_only(probe.device)
-        return unpinned_apply(fn, recurse)
-
-    module._apply = pinned_apply
-    module._float32_pinned = True
-    tensors = itertools.chain(module.parameters(), module.buffers())
-    if any(tensor.is_floating_point() and tensor.dtype != ENCODER_DTYPE for tensor in tensors):
-        module.to(ENCODER_DTYPE)  # (only when needed: diffusers models log a warning on every dtype cast)
-    return module
-
-
-def _move_only(device: torch.device) -> Callable[[Tensor], Tensor]:
-    return lambda tensor: tensor.to(device=device)
 
 
 def make_siglip_processor() -> _SiglipProcessor:
@@ -134,28 +102,6 @@ class StyleImageEncoder:
     def encode(self, images: Sequence[Image.Image]) -> list[StyleCode]:
         """(B,) images -> B stylecodes of this encoder's version."""
         return [code_from_latent(latent.numpy(), self.version) for latent in self.encode_latents(images)]
-
-    @classmethod
-    def load(cls, spec: ModelVersionSpec, *, device: str | torch.device = "cpu") -> StyleImageEncoder:
-        """Load version `spec`'s encoder on `device` (in float32): SigLIP plus the checkpoint's autoencoder tensors."""
-        if spec.is_demo:
-            from stylecodes.demo import build_demo_components
-
-            demo = build_demo_components()  # tiny: building the whole demo is cheaper than special-casing it
-            encoder = cls(demo.image_encoder, demo.control_model.autoencoder, version=spec.version)
-        else:
-            checkpoint_path = hub.resolve_checkpoint(spec)
-            vision_model = load_vision_model(hub.resolve_image_encoder(spec))
-            autoencoder = load_autoencoder(
-                checkpoint_path,
-                spec.autoencoder_prefix,
-                input_dim=vision_model.config.hidden_size,
-                **spec.autoencoder_config,
-            )
-            encoder = cls(vision_model, autoencoder, version=spec.version)
-        encoder.vision_model.to(device=device)
-        encoder.autoencoder.to(device=device)
-        return encoder
 
 
 class _HiddenStatesReady(Exception):  # control flow: carries the hidden states out of the forward pass

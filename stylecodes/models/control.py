@@ -16,7 +16,6 @@ Module and parameter names follow the published checkpoint, so its weights load 
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,35 +24,27 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
-from diffusers.models.resnet import ResnetBlock2D
 from diffusers.models.unets.unet_2d_blocks import get_mid_block, get_up_block
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from stylecodes.autoencoder import StyleAutoencoder
-from stylecodes.image_encoder import keep_float32
-
-# UNet features the forward pass reproduces. Anything else (class or added embeddings, other block types...) would
-# be silently ignored by the two-stream forward, so such UNets are refused up front.
-_SUPPORTED_DOWN_BLOCKS = {"CrossAttnDownBlock2D", "DownBlock2D"}
-_SUPPORTED_UP_BLOCKS = {"CrossAttnUpBlock2D", "UpBlock2D"}
-_REQUIRED_UNET_SETTINGS: dict[str, Any] = {
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "class_embed_type": None,
-    "addition_embed_type": None,
-    "encoder_hid_dim_type": None,
-    "time_embedding_type": "positional",
-    "time_embedding_act_fn": None,
-    "resnet_time_scale_shift": "default",
-    "center_input_sample": False,
-    "dual_cross_attention": False,
-    "only_cross_attention": False,
-    "attention_type": "default",
-    "reverse_transformer_layers_per_block": None,
-}
-
+from stylecodes.models.autoencoder import StyleAutoencoder
+from stylecodes.models.precision import keep_float32
+from stylecodes.models.unet_layout import as_list, check_unet_layout, unet_layout
+from stylecodes.models.zero_skip import resnet_on_zero_skip
 
 DEFAULT_CONDITIONING_SCALE = 0.9  # the published pipeline's
+
+# The autoencoder's settings in the control module's config -> StyleAutoencoder's names. Its input width is renamed
+# (beside the UNet's settings a bare `input_dim` would be ambiguous); its output width is the mid block's.
+AUTOENCODER_SETTINGS: dict[str, str] = {
+    "autoencoder_input_dim": "input_dim",
+    "d_model": "d_model",
+    "num_heads": "num_heads",
+    "num_layers": "num_layers",
+    "latent_dim": "latent_dim",
+    "decoder_layers": "decoder_layers",
+    "max_len": "max_len",
+}
 
 
 @dataclass(frozen=True)
@@ -113,15 +104,10 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         max_len: int = 5000,
     ) -> None:
         super().__init__()
+        settings = locals()  # the autoencoder's settings, by their names in this signature
         self.sref_autoencoder = StyleAutoencoder(
-            input_dim=autoencoder_input_dim,
             output_dim=block_out_channels[-1],
-            d_model=d_model,
-            num_heads=num_heads,
-            num_layers=num_layers,
-            latent_dim=latent_dim,
-            decoder_layers=decoder_layers,
-            max_len=max_len,
+            **{inner: settings[outer] for outer, inner in AUTOENCODER_SETTINGS.items()},
         )
         keep_float32(self.sref_autoencoder)
         mid_block = get_mid_block(
@@ -178,8 +164,7 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
     def from_unet(cls, unet: UNet2DConditionModel, **autoencoder_config: Any) -> StyleCodesControlModel:
         """A randomly initialised control module for `unet`, on the UNet's device and dtype.
 
-        `autoencoder_config` takes `autoencoder_input_dim`, `d_model`, `num_heads`, `num_layers`, `latent_dim`,
-        `decoder_layers`, `max_len` (defaults: the published SD1.5 release).
+        `autoencoder_config` takes the `AUTOENCODER_SETTINGS` (defaults: the published SD1.5 release).
         """
         if not isinstance(unet, UNet2DConditionModel):
             raise TypeError(f"`unet` must be a diffusers UNet2DConditionModel, got {type(unet).__name__}.")
@@ -189,16 +174,8 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_unet_config(cls, unet_config: Mapping[str, Any], **autoencoder_config: Any) -> StyleCodesControlModel:
         """Build from a UNet config alone (e.g. `SD15_UNET_CONFIG` under `torch.device("meta")`)."""
-        config = _unet_layout(unet_config)
-        unknown = set(autoencoder_config) - {
-            "autoencoder_input_dim",
-            "d_model",
-            "num_heads",
-            "num_layers",
-            "latent_dim",
-            "decoder_layers",
-            "max_len",
-        }
+        config = unet_layout(unet_config)
+        unknown = set(autoencoder_config) - set(AUTOENCODER_SETTINGS)
         if unknown:
             raise TypeError(f"Unknown autoencoder settings: {', '.join(sorted(unknown))}.")
         return cls(**config, **autoencoder_config)
@@ -319,7 +296,7 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
             self._check_style_fits(style_map.shape[0], style_map.shape[1:], sample)  # even if no row is styled
         if style is None:  # every scale is 0
             return unet(sample, timestep, encoder_hidden_states).sample
-        _check_unet_layout(unet, self.config)
+        check_unet_layout(unet, self.config)
         rows = style.rows  # None: every row is styled (no gather/scatter needed)
 
         def styled_rows(tensor: Tensor) -> Tensor:
@@ -357,7 +334,7 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
                 upsample_size = skips[-1].shape[2:] if index == last and skips and need_upsample_size else None
                 h_base = base_block.resnets[index](torch.cat([h_base, skip], 1), temb)
                 h_base = _finish_up_subblock(base_block, index, h_base, text, upsample_size)
-                h_ctrl = _resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
+                h_ctrl = resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
                 h_ctrl = _finish_up_subblock(ctrl_block, index, h_ctrl, ctrl_text, upsample_size)
                 final = not skips  # after the last sub-block only the base stream is still needed
                 h_ctrl, h_base = _collaborate(next(collaboration), h_ctrl, h_base, style, final=final)
@@ -385,7 +362,7 @@ def _check_sample_and_text(unet: UNet2DConditionModel, sample: Tensor, encoder_h
             f"`sample` must be a (batch, {channels}, height, width) tensor of latents (`unet` takes {channels} "
             f"channels), got {_shape(sample)}."
         )
-    text_widths = set(_as_list(unet.config.cross_attention_dim))
+    text_widths = set(as_list(unet.config.cross_attention_dim))
     if not isinstance(encoder_hidden_states, Tensor) or encoder_hidden_states.ndim != 3:
         raise ValueError(
             f"`encoder_hidden_states` must be (batch, tokens, features), got {_shape(encoder_hidden_states)}."
@@ -450,162 +427,6 @@ def _finish_up_subblock(
     if index == len(block.resnets) - 1 and block.upsamplers:
         hidden = block.upsamplers[0](hidden, upsample_size)
     return hidden
-
-
-def _resnet_on_zero_skip(resnet: ResnetBlock2D, hidden: Tensor, skip_channels: int, temb: Tensor) -> Tensor:
-    """`resnet(cat([hidden, zeros(skip_channels)]), temb)` without building or convolving the zeros.
-
-    The control stream's up blocks see zeros where the base sees skip connections; those channels hold roughly
-    half of every up-block input. After the first GroupNorm a zero channel is a per-sample constant, so its share of
-    the 3x3 conv is the same at every position except along the borders (zero padding): it is computed once per
-    border class (first/inner/last row x column) and stretched. The 1x1 shortcut ignores zero channels. Equal to
-    the direct computation up to float rounding (tested); at SD1.5 size it saves about 12% of the control module's
-    arithmetic (the step's FLOPs drop from 1.76x to 1.67x the plain UNet's at a 64x64 latent).
-    """
-    if not _is_plain_resnet(resnet):
-        zeros = hidden.new_zeros((hidden.shape[0], skip_channels, *hidden.shape[2:]))
-        return resnet(torch.cat([hidden, zeros], dim=1), temb)
-    batch, channels, height, width = hidden.shape  # (n, C, h, w); the zeros would be (n, skip_channels, h, w)
-    norm, conv, shortcut = resnet.norm1, resnet.conv1, resnet.conv_shortcut
-    groups = norm.num_groups
-    group_size = (channels + skip_channels) // groups
-
-    # 1. GroupNorm over [hidden, zeros]: per-channel statistics, pooled per group (Chan et al.), in float32.
-    variance, mean = torch.var_mean(hidden.float(), dim=(2, 3), correction=0)  # (n, C) each
-    no_channels = mean.new_zeros((batch, skip_channels))
-    means = torch.cat([mean, no_channels], 1).view(batch, groups, group_size)  # (n, G, C/G)
-    variances = torch.cat([variance, no_channels], 1).view(batch, groups, group_size)
-    group_mean = means.mean(-1, keepdim=True)  # (n, G, 1)
-    group_variance = (variances + (means - group_mean) ** 2).mean(-1, keepdim=True)  # (n, G, 1)
-    gain = torch.rsqrt(group_variance + norm.eps) * norm.weight.float().view(groups, group_size)  # (n, G, C/G)
-    shift = norm.bias.float().view(groups, group_size) - group_mean * gain
-    gain, shift = gain.flatten(1).to(hidden.dtype), shift.flatten(1).to(hidden.dtype)  # (n, C + skip) each
-
-    # 2. conv1 of the activated input: the real channels as usual, the zero channels as constants.
-    activated = resnet.nonlinearity(hidden * gain[:, :channels, None, None] + shift[:, :channels, None, None])
-    # A contiguous weight keeps the fast oneDNN kernel; a strided slice would fall back to a slower path.
-    out = F.conv2d(activated, conv.weight[:, :channels].contiguous(), conv.bias, padding=1)  # (n, C_out, h, w)
-    constant = resnet.nonlinearity(shift[:, channels:])  # (n, skip): each zero channel's value after norm1 + act
-    # Per kernel tap, the constant channels' contribution: one pass over the weights, no weight copy.
-    taps = torch.matmul(constant, conv.weight[:, channels:].flatten(2))  # (C_out, n, 9)
-    taps = taps.view(-1, batch, 3, 3)  # (C_out, n, 3, 3)
-    # (classes, 3) each: which taps land inside the map
-    row_taps, col_taps = _border_taps(height, taps.device, taps.dtype), _border_taps(width, taps.device, taps.dtype)
-    border = torch.einsum("rk,onkl,cl->norc", row_taps, taps, col_taps)  # (n, C_out, <=3, <=3)
-    if resnet.time_emb_proj is not None:  # the time embedding is per channel too: add it on the small map
-        border = border + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
-    out += border.index_select(2, _stretch(height, out.device)).index_select(3, _stretch(width, out.device))
-
-    # 3. The rest of ResnetBlock2D.forward, unchanged.
-    out = resnet.conv2(resnet.dropout(resnet.nonlinearity(resnet.norm2(out))))
-    residual = F.conv2d(hidden, shortcut.weight[:, :channels].contiguous(), shortcut.bias)  # zero channels add nothing
-    return (residual + out) / resnet.output_scale_factor
-
-
-# The two helpers below are cached: building a small tensor from Python values on a GPU is a host-to-device copy
-# that waits for the queued work, and they would otherwise run for every up sub-block of every step. (torch.compile
-# traces through the cache, with a warning; the functions are pure, so the traced constants are right.)
-
-
-@functools.lru_cache(maxsize=64)
-def _border_taps(size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """Which of a 3-tap kernel's taps land inside a map of `size` rows (zero padding 1), per row class.
-
-    Row classes: first, inner, last (only first/last below 3 rows, one class for a single row). Tap k of output
-    row y reads input row y + k - 1, so the first row misses tap 0 and the last row misses tap 2.
-    """
-    classes = {1: [[0, 1, 0]], 2: [[0, 1, 1], [1, 1, 0]]}.get(size, [[0, 1, 1], [1, 1, 1], [1, 1, 0]])
-    with torch.inference_mode(False):  # cached beyond this call: an inference tensor would break autograd users
-        return torch.tensor(classes, device=device, dtype=dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _stretch(size: int, device: torch.device) -> Tensor:
-    """Indices mapping the row classes (first, inner, last) onto `size` rows."""
-    with torch.inference_mode(False):  # see _border_taps
-        if size < 3:
-            return torch.arange(size, device=device)
-        return torch.tensor([0] + [1] * (size - 2) + [2], device=device)
-
-
-def _is_plain_resnet(resnet: nn.Module) -> bool:
-    """Whether `_resnet_on_zero_skip`'s shortcut reproduces this resnet (SD1.5's up-block resnets all are)."""
-    if not isinstance(resnet, ResnetBlock2D):
-        return False
-    conv, shortcut = resnet.conv1, resnet.conv_shortcut
-    return (
-        resnet.upsample is None
-        and resnet.downsample is None
-        and resnet.time_embedding_norm == "default"
-        and not resnet.skip_time_act
-        and type(resnet.norm1) is nn.GroupNorm
-        and resnet.norm1.affine
-        and type(conv) is nn.Conv2d
-        and conv.kernel_size == (3, 3)
-        and conv.stride == (1, 1)
-        and conv.padding == (1, 1)
-        and conv.dilation == (1, 1)
-        and conv.groups == 1
-        and type(shortcut) is nn.Conv2d
-        and shortcut.kernel_size == (1, 1)
-        and shortcut.stride == (1, 1)
-        and shortcut.padding == (0, 0)
-        and shortcut.groups == 1
-    )
-
-
-def _per_block(value: Any, count: int, name: str) -> list[Any]:
-    values = list(value) if isinstance(value, list | tuple) else [value] * count
-    if len(values) != count:
-        raise ValueError(f"The UNet config's `{name}` must have one value per block ({count}), got {len(values)}.")
-    return values
-
-
-def _unet_layout(unet_config: Mapping[str, Any]) -> dict[str, Any]:
-    """The control module's config for a UNet config; refuses UNets whose forward pass it cannot reproduce."""
-    config = dict(unet_config)
-    for key, required in _REQUIRED_UNET_SETTINGS.items():
-        value = config.get(key, required)
-        if key == "mid_block_type" and value is None:
-            value = required  # diffusers' default
-        if value != required:
-            raise ValueError(f"Unsupported UNet: `{key}` is {value!r}; the style control module needs {required!r}.")
-    down_types, up_types = list(config["down_block_types"]), list(config["up_block_types"])
-    if not set(down_types) <= _SUPPORTED_DOWN_BLOCKS or not set(up_types) <= _SUPPORTED_UP_BLOCKS:
-        raise ValueError(f"Unsupported UNet block types: {down_types} / {up_types}.")
-    channels = list(config["block_out_channels"])
-    count = len(channels)
-    heads = config.get("num_attention_heads") or config.get("attention_head_dim", 8)  # diffusers' legacy naming
-    return {
-        "block_out_channels": channels,
-        "layers_per_block": _per_block(config.get("layers_per_block", 2), count, "layers_per_block"),
-        "up_block_types": up_types,
-        "num_attention_heads": _per_block(heads, count, "attention_head_dim"),
-        "cross_attention_dim": _per_block(config.get("cross_attention_dim", 1280), count, "cross_attention_dim"),
-        "transformer_layers_per_block": _per_block(
-            config.get("transformer_layers_per_block", 1), count, "transformer_layers_per_block"
-        ),
-        "time_embed_dim": config.get("time_embedding_dim") or channels[0] * 4,
-        "norm_num_groups": config.get("norm_num_groups", 32),
-        "norm_eps": config.get("norm_eps", 1e-5),
-        "act_fn": config.get("act_fn", "silu"),
-        "upcast_attention": bool(config.get("upcast_attention", False)),
-        "mid_block_scale_factor": config.get("mid_block_scale_factor", 1.0),
-        "downsample_padding": config.get("downsample_padding", 1),
-    }
-
-
-def _check_unet_layout(unet: UNet2DConditionModel, config: Mapping[str, Any]) -> None:
-    layout = _unet_layout(unet.config)
-    mismatched = [key for key, value in layout.items() if list(_as_list(config[key])) != list(_as_list(value))]
-    if mismatched:
-        raise ValueError(
-            f"`unet` does not match the layout this control module was built for (differs in: {', '.join(mismatched)})."
-        )
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else [value]
 
 
 def _shape(value: Any) -> str:

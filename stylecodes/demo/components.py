@@ -21,7 +21,7 @@ import torch
 from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer, SiglipVisionConfig, SiglipVisionModel
 
-from stylecodes.control import StyleCodesControlModel
+from stylecodes.models.control import StyleCodesControlModel
 
 DEMO_SEED = 20241111  # fixed: the demo model must be the same everywhere, so its codes mean the same everywhere
 TEXT_WIDTH = 32  # text encoder hidden size = UNet cross-attention width

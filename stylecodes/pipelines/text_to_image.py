@@ -28,8 +28,24 @@ from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, SiglipVisionModel
 
 from stylecodes.codec import LATENT_DIM, StyleCode, parse_code
-from stylecodes.control import PreparedStyle, StyleCodesControlModel
-from stylecodes.image_encoder import StyleImageEncoder, keep_float32
+from stylecodes.models.control import PreparedStyle, StyleCodesControlModel
+from stylecodes.models.image_encoder import StyleImageEncoder
+from stylecodes.models.precision import keep_float32
+from stylecodes.pipelines.previews import latent_previews
+from stylecodes.requests import (
+    DEFAULT_GUIDANCE_SCALE,
+    DEFAULT_STEPS,
+    DEFAULT_STRENGTH,
+    GUIDANCE_RANGE,
+    MAX_IMAGES_PER_CALL,
+    MAX_SEED,
+    MAX_STEPS,
+    STRENGTH_RANGE,
+    check_int,
+    check_number,
+    check_size,
+    describe,
+)
 from stylecodes.versions import UnservedVersionError
 
 logger = logging.getLogger(__name__)
@@ -38,42 +54,6 @@ logger = logging.getLogger(__name__)
 StyleInput = Union[StyleCode, str, np.ndarray, Tensor, PIL.Image.Image, None]  # noqa: UP007 (runtime alias)
 # on_step(step, total_steps, make_previews): make_previews() builds low-res RGB previews only when called.
 StepCallback = Callable[[int, int, Callable[[], list[PIL.Image.Image]]], None]
-
-DEFAULT_STRENGTH = 0.9
-STRENGTH_RANGE = (0.0, 1.5)  # above 1 the blend extrapolates past the collaboration output; 1.5 is plenty
-DEFAULT_GUIDANCE_SCALE = 3.0
-GUIDANCE_RANGE = (0.0, 30.0)
-DEFAULT_STEPS = 20
-# DDIM with steps_offset 1 would step past the last of the 1000 training timesteps at 1000 steps; images stop
-# improving long before this bound anyway.
-MAX_STEPS = 500
-SIZE_RANGE = (64, 2048)  # pixels; multiples of 8 (the VAE's factor)
-MAX_IMAGES_PER_CALL = 64
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
-
-# SD1.5's latent -> RGB approximation (a least-squares fit of VAE decodes), for cheap step previews.
-_LATENT_RGB_FACTORS = torch.tensor(
-    [
-        [0.3512, 0.2297, 0.3227],
-        [0.3250, 0.4974, 0.2350],
-        [-0.2829, 0.1762, 0.2721],
-        [-0.2120, -0.2616, -0.7177],
-    ]
-)
-
-
-def make_scheduler() -> DDIMScheduler:
-    """The published sampler settings."""
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
-
 
 @dataclass
 class StyleCodesPipelineOutput(BaseOutput):
@@ -420,14 +400,14 @@ def check_call_arguments(
             if len(value) == total:
                 return list(value)
         lengths = f"{len(prompts)} (one per prompt) or {total} (one per image)"
-        raise ValueError(f"`{name}` must be a single value or a list of {lengths}, got {_describe(value)}.")
+        raise ValueError(f"`{name}` must be a single value or a list of {lengths}, got {describe(value)}.")
 
     styles = expand("style", style, lambda v: not isinstance(v, list | tuple))
     negatives = expand("negative_prompt", "" if negative_prompt is None else negative_prompt, _is_str)
     strengths = expand("strength", strength, lambda v: not isinstance(v, list | tuple))
     for value in negatives:
         if not isinstance(value, str):
-            raise ValueError(f"`negative_prompt` must be strings, got {_describe(value)}.")
+            raise ValueError(f"`negative_prompt` must be strings, got {describe(value)}.")
     strengths = [check_number("strength", value, *STRENGTH_RANGE) for value in strengths]
     if seed is None:
         seeds = [secrets.randbelow(2**32) for _ in range(total)]
@@ -444,63 +424,15 @@ def check_call_arguments(
     return CheckedCall(samples, num_inference_steps=steps, guidance_scale=guidance, width=width, height=height)
 
 
-def latent_previews(latents: Tensor) -> list[PIL.Image.Image]:
-    """(B, 4, h, w) SD latents -> B small RGB images (one pixel per latent position) without the VAE."""
-    rgb = torch.einsum("bchw,cr->brhw", latents.float().cpu(), _LATENT_RGB_FACTORS)  # (B, 3, h, w), about -1..1
-    pixels = ((rgb + 1) * 127.5).clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (B, h, w, 3)
-    return [PIL.Image.fromarray(array, mode="RGB") for array in pixels]
-
-
 def _is_str(value: Any) -> bool:
     return isinstance(value, str)
 
 
-def check_int(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"`{name}` must be an integer, got {_describe(value)}.")
-    if not low <= value <= high:
-        raise ValueError(f"`{name}` must be between {low} and {high}, got {value}.")
-    return int(value)
-
-
-def check_size(name: str, value: Any) -> int:
-    check_int(name, value, *SIZE_RANGE)
-    if value % 8:
-        raise ValueError(
-            f"`{name}` must be a multiple of 8 (the VAE works on 8x8 pixel blocks), got {value}; "
-            f"try {max(SIZE_RANGE[0], value // 8 * 8)} or {value // 8 * 8 + 8}."
-        )
-    return int(value)
-
-
-def check_number(name: str, value: Any, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
-        raise ValueError(f"`{name}` must be a number, got {_describe(value)}.")
-    if not np.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"`{name}` must be between {low:g} and {high:g}, got {value}.")
-    return float(value)
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, list | tuple):
-        return f"a {type(value).__name__} of {len(value)}"
-    return f"{type(value).__name__} {value!r}"[:80]
-
-
 __all__ = [
-    "DEFAULT_GUIDANCE_SCALE",
-    "DEFAULT_STEPS",
-    "DEFAULT_STRENGTH",
-    "STRENGTH_RANGE",
     "CheckedCall",
     "StepCallback",
     "StyleCodesPipeline",
     "StyleCodesPipelineOutput",
     "StyleInput",
     "check_call_arguments",
-    "check_int",
-    "check_number",
-    "check_size",
-    "latent_previews",
-    "make_scheduler",
 ]

@@ -1,0 +1,108 @@
+"""`stylecodes encode` and `stylecodes imagine`: images to codes, and prompts to pictures."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from stylecodes.cli.common import EXIT_ERROR, device_and_dtype, save_png, version_option
+from stylecodes.codec import parse_code
+from stylecodes.images import ImageError, load_image
+from stylecodes.versions import DEFAULT_VERSION, UnservedVersionError, get_spec
+
+# `encode` loads and encodes this many images at a time: memory stays bounded however many files are named, and
+# the first codes are printed while later files are still waiting.
+ENCODE_CHUNK = 8
+
+
+def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    encode = commands.add_parser("encode", parents=[common], help="print the stylecode of each image")
+    encode.add_argument("images", nargs="+", metavar="IMAGE")
+    encode.set_defaults(run=run_encode)
+
+    imagine = commands.add_parser("imagine", parents=[common], help="paint PROMPT in the style of a code or image")
+    imagine.add_argument("prompt", metavar="PROMPT")
+    style = imagine.add_mutually_exclusive_group()
+    style.add_argument("--code", help="stylecode to paint with (canonical or legacy form)")
+    style.add_argument("--style-image", type=Path, metavar="IMG", help="image to take the style from")
+    imagine.add_argument("--strength", type=float, default=0.9, help="style strength, 0..1.5 (default 0.9)")
+    imagine.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    imagine.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)")
+    imagine.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
+    imagine.add_argument("--negative", default="", metavar="TEXT", help="negative prompt")
+    imagine.add_argument("--width", type=int, default=512, help="multiple of 8 (default 512)")
+    imagine.add_argument("--height", type=int, default=512, help="multiple of 8 (default 512)")
+    imagine.add_argument("--count", type=int, default=1, help="number of images (seeds SEED, SEED+1, ...)")
+    imagine.add_argument("--out", type=Path, default=None, help="output PNG (default: stylecodes-SEED.png)")
+    imagine.set_defaults(run=run_imagine)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    version = version_option(args, default=DEFAULT_VERSION)
+    encoder = None  # loaded with the first readable image: a run with only bad files loads no model
+    failed = False
+    for start in range(0, len(args.images), ENCODE_CHUNK):
+        loaded = []
+        for name in args.images[start : start + ENCODE_CHUNK]:
+            try:
+                loaded.append((name, load_image(name)))
+            except ImageError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failed = True
+        if not loaded:
+            continue
+        if encoder is None:
+            from stylecodes.loaders import load_style_image_encoder
+
+            device, _ = device_and_dtype(args)  # (the encoder always runs in float32)
+            encoder = load_style_image_encoder(get_spec(version), device=device)
+        codes = encoder.encode([image for _, image in loaded])
+        for (name, _), code in zip(loaded, codes, strict=True):
+            print(f"{code.canonical}\t{name}", flush=True)
+    return EXIT_ERROR if failed else 0
+
+
+def run_imagine(args: argparse.Namespace) -> int:
+    code = parse_code(args.code) if args.code else None
+    version = version_option(args, default=code.version if code else DEFAULT_VERSION)
+    if code is not None and code.version != version:
+        raise UnservedVersionError(code.version, [version])
+    style_image = load_image(args.style_image) if args.style_image else None
+    from stylecodes.engine import GenerationRequest, StyleEngine  # torch: imported once the cheap checks passed
+    from stylecodes.requests import MAX_IMAGES_PER_CALL, check_int
+
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    count = check_int("count", args.count, 1, MAX_IMAGES_PER_CALL)
+    # Requests check every field when created: bad arguments fail before any model is loaded or downloaded.
+    requests = [
+        GenerationRequest(
+            prompt=args.prompt,
+            seed=seed + index,
+            negative_prompt=args.negative,
+            style=code,  # a style image is encoded below, once the model is loaded
+            strength=args.strength,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            width=args.width,
+            height=args.height,
+        )
+        for index in range(count)
+    ]
+    device, dtype = device_and_dtype(args)
+    engine = StyleEngine.load(version, device=device, dtype=dtype, show_progress=True)
+    if style_image is not None:
+        [image_code] = engine.encode([style_image])
+        requests = [dataclasses.replace(request, style=image_code) for request in requests]
+    results = engine.generate(requests)
+    out = args.out or Path(f"stylecodes-{seed}.png")
+    for index, result in enumerate(results):
+        path = out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
+        save_png(result.image, path, result.metadata)
+        print(f"{path}\tseed {result.metadata['seed']}\tcode {result.metadata['style_code'] or '(none)'}")
+    for warning in dict.fromkeys(warning for result in results for warning in result.warnings):  # once each
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
