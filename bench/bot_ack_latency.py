@@ -119,9 +119,12 @@ async def measure(bot: StylecodesBot, payloads: Payloads, http, base: str, users
 
 
 def busy_job(steps: int) -> ImagineJob:
-    from stylecodes.engine import GenerationRequest
+    from stylecodes.requests import GenerationRequest
+    from stylecodes.styles import CodeStyle
 
-    request = GenerationRequest(prompt="busy", seed=0, style=parse_code(CODE), steps=steps, width=64, height=64)
+    request = GenerationRequest(
+        prompt="busy", seed=0, styles=(CodeStyle(parse_code(CODE)),), steps=steps, width=64, height=64
+    )
     return ImagineJob(new_job_id(), 1, None, 1, 0, [request])
 
 

@@ -191,7 +191,7 @@ async def main() -> None:
     def interaction(index: int) -> dict:
         r = job(index).requests[0]
         options = dict(prompt=r.prompt, code=r.style.canonical, seed=r.seed, steps=r.steps)
-        return payloads.command("imagine", **options, strength=r.strength, guidance=r.guidance_scale)
+        return payloads.command("imagine", **options, strength=r.code_style.strength, guidance=r.guidance_scale)
 
     for index in range(3):  # warm-up: model, SQLite file, connections
         engine.generate(job(index).requests)

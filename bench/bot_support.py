@@ -16,7 +16,9 @@ from bot.jobs import ImagineJob, new_job_id
 from registry.db import create_engine, create_session_factory, upgrade_to_head
 from registry.usage import record_usage
 from stylecodes.codec import random_code
-from stylecodes.engine import GenerationRequest, StyleEngine
+from stylecodes.engine import StyleEngine
+from stylecodes.requests import GenerationRequest
+from stylecodes.styles import CodeStyle
 
 DEMO = 0
 
@@ -49,7 +51,9 @@ def request(index: int, *, size: int, steps: int) -> GenerationRequest:
     import numpy as np
 
     style = random_code(DEMO, np.random.default_rng(index))
-    return GenerationRequest(f"a cow number {index}", seed=index, style=style, steps=steps, width=size, height=size)
+    return GenerationRequest(
+        f"a cow number {index}", seed=index, styles=(CodeStyle(style),), steps=steps, width=size, height=size
+    )
 
 
 def imagine_job(user_id: int, index: int, *, size: int, steps: int) -> ImagineJob:
@@ -61,8 +65,9 @@ async def record(session_factory, job: ImagineJob) -> None:
     async with session_factory() as session:
         await record_usage(
             session, job_id=job.job_id, user_id=job.user_id, guild_id=job.guild_id, channel_id=job.channel_id,
-            prompt=r.prompt, seed=r.seed, steps=r.steps, guidance_scale=r.guidance_scale, strength=r.strength,
-            width=r.width, height=r.height, model_version=job.version, code=r.style.canonical, count=1,
+            prompt=r.prompt, seed=r.seed, steps=r.steps, guidance_scale=r.guidance_scale,
+            strength=r.code_style.strength, width=r.width, height=r.height, model_version=job.version,
+            code=r.code_style.code.canonical, count=1,
         )  # fmt: skip
 
 

@@ -46,6 +46,8 @@ from registry.guild_settings import DEFAULTS as GUILD_DEFAULTS
 from registry.names import parse_reference
 from stylecodes.codec import CodeError, StyleCode, mix_codes, parse_code, parse_mix
 from stylecodes.images import load_image
+from stylecodes.requests import GenerationRequest
+from stylecodes.styles import CodeStyle
 
 if TYPE_CHECKING:
     from bot.app import StylecodesBot
@@ -222,8 +224,6 @@ class Generations:
 
         The job is followed in the background: progress edits, then the final message.
         """
-        from stylecodes.engine import GenerationRequest  # the engine module imports torch
-
         settings = self._resources.settings
         user_id, guild_id = interaction.user.id, interaction.guild_id
         if style is None and options.code:
@@ -241,8 +241,7 @@ class Generations:
                     prompt=options.prompt,
                     seed=seed,
                     negative_prompt=options.negative_prompt,
-                    style=style.code if style is not None else None,
-                    strength=strength,
+                    styles=(CodeStyle(style.code, strength),) if style is not None else (),
                     steps=steps,
                     guidance_scale=options.guidance_scale,
                     width=settings.image_size,

@@ -19,13 +19,12 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from stylecodes.checks import MAX_SEED
 from stylecodes.codec import StyleCode, parse_code
-from stylecodes.requests import MAX_SEED
-
-if TYPE_CHECKING:  # the engine module imports torch; only the worker side needs it at run time
-    from stylecodes.engine import GenerationRequest
+from stylecodes.requests import GenerationRequest
+from stylecodes.styles import CodeStyle
 
 job_log = logging.getLogger("bot.jobs")
 
@@ -97,17 +96,11 @@ class UserJobLimitError(JobRejectedError):
 
 
 def _request_to_dict(request: GenerationRequest) -> dict[str, Any]:
-    data = {f.name: getattr(request, f.name) for f in dataclasses.fields(request)}
-    data["style"] = None if request.style is None else request.style.canonical
-    return data
+    return request.to_json()
 
 
 def _request_from_dict(data: dict[str, Any]) -> GenerationRequest:
-    from stylecodes.engine import GenerationRequest
-
-    data = dict(data)
-    data["style"] = None if data.get("style") is None else parse_code(data["style"])
-    return GenerationRequest(**data)
+    return GenerationRequest.from_json(data)
 
 
 @dataclass
@@ -204,14 +197,12 @@ class PreviewJob:
 
     @property
     def requests(self) -> list[GenerationRequest]:
-        from stylecodes.engine import GenerationRequest
-
         style = parse_code(self.code)
         return [
             GenerationRequest(
                 prompt=prompt,
                 seed=seed,
-                style=style,
+                styles=(CodeStyle(style),),
                 steps=self.steps,
                 guidance_scale=self.guidance_scale,
                 width=self.size,

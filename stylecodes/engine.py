@@ -2,7 +2,7 @@
 
     engine = StyleEngine.load(1, device="cuda", dtype=torch.float16)   # version 0: the offline demo model
     codes = engine.encode([load_image("painting.jpg")])
-    [result] = engine.generate([GenerationRequest("a lighthouse at dusk", seed=7, style=codes[0])])
+    [result] = engine.generate([GenerationRequest("a lighthouse at dusk", seed=7, styles=(CodeStyle(codes[0]),))])
     result.image.save("out.png")
 
 Loading version 1 resolves every file first (local paths from the environment, else the Hugging Face Hub, see
@@ -101,16 +101,18 @@ class StyleEngine:
             raise ValueError("`requests` is empty; pass at least one GenerationRequest.")
         keys = {request.batch_key() for request in requests}
         if len(keys) > 1:
-            raise ValueError(f"`requests` must share one batch_key() (steps, guidance, width, height), got {keys}.")
+            raise ValueError(
+                f"`requests` must share one batch_key() (steps, guidance, width, height, adapters), got {keys}."
+            )
         for request in requests:
-            if request.style is not None and request.style.version != self.version:
-                raise UnservedVersionError(request.style.version, [self.version])
+            code = request.code_style
+            if code is not None and code.code.version != self.version:
+                raise UnservedVersionError(code.code.version, [self.version])
         first = requests[0]
         output = self.pipeline(
             prompt=[request.prompt for request in requests],
-            style=[request.style for request in requests],
+            style=[request.styles for request in requests],  # a tuple per request: its styles, combined
             negative_prompt=[request.negative_prompt for request in requests],
-            strength=[request.strength for request in requests],
             seed=[request.seed for request in requests],
             guidance_scale=first.guidance_scale,
             num_inference_steps=first.steps,

@@ -86,16 +86,16 @@ def shard_owner(shard_count: int, shard_ids: Iterable[int]) -> Owns | None:
 def job_from_usage(usage: Usage) -> ImagineJob:
     """Rebuild an imagine job from its usage row: the row holds the whole request (seeds seed..seed+count-1)."""
     from stylecodes.codec import parse_code
-    from stylecodes.engine import GenerationRequest
+    from stylecodes.requests import GenerationRequest
+    from stylecodes.styles import CodeStyle
 
-    style = None if usage.code is None else parse_code(usage.code)
+    styles = () if usage.code is None else (CodeStyle(parse_code(usage.code), usage.strength),)
     requests = [
         GenerationRequest(
             prompt=usage.prompt,
             seed=seed,
             negative_prompt=usage.negative_prompt or "",
-            style=style,
-            strength=usage.strength,
+            styles=styles,
             steps=usage.steps,
             guidance_scale=usage.guidance_scale,
             width=usage.width,

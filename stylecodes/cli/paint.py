@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stylecodes.checks import MAX_IMAGES_PER_CALL, STRENGTH_RANGE, check_int, check_number
 from stylecodes.cli.common import EXIT_ERROR, device_and_dtype, save_png, version_option
 from stylecodes.codec import parse_code
 from stylecodes.images import ImageError, load_image
+from stylecodes.requests import GenerationRequest
+from stylecodes.styles import CodeStyle
 from stylecodes.versions import DEFAULT_VERSION, UnservedVersionError, get_spec
 
 # `encode` loads and encodes this many images at a time: memory stays bounded however many files are named, and
@@ -72,19 +75,20 @@ def run_imagine(args: argparse.Namespace) -> int:
     if code is not None and code.version != version:
         raise UnservedVersionError(code.version, [version])
     style_image = load_image(args.style_image) if args.style_image else None
-    from stylecodes.engine import GenerationRequest, StyleEngine  # torch: imported once the cheap checks passed
-    from stylecodes.requests import MAX_IMAGES_PER_CALL, check_int
+    from stylecodes.engine import StyleEngine  # torch: imported once the cheap checks passed
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     count = check_int("count", args.count, 1, MAX_IMAGES_PER_CALL)
-    # Requests check every field when created: bad arguments fail before any model is loaded or downloaded.
+    # Requests check every field when created: bad arguments fail before any model is loaded or downloaded. A style
+    # image is encoded below, once the model is loaded (its strength is checked here already).
+    strength = check_number("strength", args.strength, *STRENGTH_RANGE)
+    styles = (CodeStyle(code, strength),) if code is not None else ()
     requests = [
         GenerationRequest(
             prompt=args.prompt,
             seed=seed + index,
             negative_prompt=args.negative,
-            style=code,  # a style image is encoded below, once the model is loaded
-            strength=args.strength,
+            styles=styles,
             steps=args.steps,
             guidance_scale=args.guidance_scale,
             width=args.width,
@@ -96,7 +100,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     engine = StyleEngine.load(version, device=device, dtype=dtype, show_progress=True)
     if style_image is not None:
         [image_code] = engine.encode([style_image])
-        requests = [dataclasses.replace(request, style=image_code) for request in requests]
+        requests = [dataclasses.replace(request, styles=(CodeStyle(image_code, strength),)) for request in requests]
     results = engine.generate(requests)
     out = args.out or Path(f"stylecodes-{seed}.png")
     for index, result in enumerate(results):

@@ -270,6 +270,9 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         encoder_hidden_states: Tensor,
         style_map: Tensor | PreparedStyle | None,
         conditioning_scale: float | Tensor | None = None,
+        *,
+        added_cond_kwargs: dict[str, Any] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
     ) -> Tensor:
         """Noise prediction of `unet` steered by the style maps; same shape as `sample` (B, 4, H, W).
 
@@ -278,10 +281,15 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         `conditioning_scale` here: the same output, without reading the scales back from the device at every step
         (what the pipeline does). None: the plain UNet. Samples with scale 0 get exactly the plain UNet output and
         their style_map rows are ignored, so a batch can mix styled and unstyled samples.
+
+        `added_cond_kwargs` and `cross_attention_kwargs` are the UNet's (e.g. an IP-Adapter's `image_embeds` and
+        masks, from another style mode): they reach the base stream's blocks exactly as the UNet would pass them; the
+        control stream's own blocks see the text alone.
         """
         _check_sample_and_text(unet, sample, encoder_hidden_states)
+        unet_kwargs = {"added_cond_kwargs": added_cond_kwargs, "cross_attention_kwargs": cross_attention_kwargs}
         if style_map is None:
-            return unet(sample, timestep, encoder_hidden_states).sample
+            return unet(sample, timestep, encoder_hidden_states, **unet_kwargs).sample
         if isinstance(style_map, PreparedStyle):
             if conditioning_scale is not None:
                 raise ValueError(
@@ -295,30 +303,31 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
             style = self.prepare_style(style_map, scale)
             self._check_style_fits(style_map.shape[0], style_map.shape[1:], sample)  # even if no row is styled
         if style is None:  # every scale is 0
-            return unet(sample, timestep, encoder_hidden_states).sample
+            return unet(sample, timestep, encoder_hidden_states, **unet_kwargs).sample
         check_unet_layout(unet, self.config)
         rows = style.rows  # None: every row is styled (no gather/scatter needed)
 
         def styled_rows(tensor: Tensor) -> Tensor:
             return tensor if rows is None else tensor.index_select(0, rows)
 
-        # 1. Time embedding and text states, shared by both streams.
+        # 1. Time embedding and text states, shared by both streams; the base's may carry an adapter's image tokens.
         temb = unet.time_embedding(unet.get_time_embed(sample=sample, timestep=timestep))  # (B, 1280)
-        text = encoder_hidden_states  # (B, 77, 768)
-        ctrl_temb, ctrl_text = styled_rows(temb), styled_rows(text)
+        ctrl_temb, ctrl_text = styled_rows(temb), styled_rows(encoder_hidden_states)  # (n, 77, 768)
+        text = unet.process_encoder_hidden_states(encoder_hidden_states, added_cond_kwargs or {})  # (B, 77, 768)
+        attention = {"cross_attention_kwargs": cross_attention_kwargs}
 
         # 2. Base down path, unchanged; keep its skip connections.
         h_base = unet.conv_in(sample)  # (B, 320, H, W)
         skips = [h_base]
         for block in unet.down_blocks:
             if getattr(block, "has_cross_attention", False):
-                h_base, block_skips = block(hidden_states=h_base, temb=temb, encoder_hidden_states=text)
+                h_base, block_skips = block(hidden_states=h_base, temb=temb, encoder_hidden_states=text, **attention)
             else:
                 h_base, block_skips = block(hidden_states=h_base, temb=temb)
             skips.extend(block_skips)
 
         # 3. Mid block: both streams, then the first collaboration.
-        h_base = unet.mid_block(h_base, temb, encoder_hidden_states=text)  # (B, 1280, H/8, W/8)
+        h_base = unet.mid_block(h_base, temb, encoder_hidden_states=text, **attention)  # (B, 1280, H/8, W/8)
         h_ctrl = style.style_map.to(sample.dtype)  # (n, 1280, H/8, W/8), n = styled samples
         h_ctrl = self.control_model.mid_block(h_ctrl, ctrl_temb, encoder_hidden_states=ctrl_text)
         h_ctrl, h_base = _collaborate(self.middle_block_out, h_ctrl, h_base, style)
@@ -333,7 +342,7 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
                 # Match the skip sizes when the sample is not a multiple of 8, as UNet2DConditionModel does.
                 upsample_size = skips[-1].shape[2:] if index == last and skips and need_upsample_size else None
                 h_base = base_block.resnets[index](torch.cat([h_base, skip], 1), temb)
-                h_base = _finish_up_subblock(base_block, index, h_base, text, upsample_size)
+                h_base = _finish_up_subblock(base_block, index, h_base, text, upsample_size, cross_attention_kwargs)
                 h_ctrl = resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
                 h_ctrl = _finish_up_subblock(ctrl_block, index, h_ctrl, ctrl_text, upsample_size)
                 final = not skips  # after the last sub-block only the base stream is still needed
@@ -418,12 +427,19 @@ def _collaborate(
 
 
 def _finish_up_subblock(
-    block: nn.Module, index: int, hidden: Tensor, text: Tensor, upsample_size: torch.Size | None
+    block: nn.Module,
+    index: int,
+    hidden: Tensor,
+    text: Tensor | tuple[Tensor, ...],
+    upsample_size: torch.Size | None,
+    cross_attention_kwargs: dict[str, Any] | None = None,
 ) -> Tensor:
     """After resnet `index` of an up block: its attention if any, and the upsampler after the block's last resnet."""
     attentions = getattr(block, "attentions", None)
     if attentions:
-        hidden = attentions[index](hidden, encoder_hidden_states=text, return_dict=False)[0]
+        hidden = attentions[index](
+            hidden, encoder_hidden_states=text, cross_attention_kwargs=cross_attention_kwargs, return_dict=False
+        )[0]
     if index == len(block.resnets) - 1 and block.upsamplers:
         hidden = block.upsamplers[0](hidden, upsample_size)
     return hidden

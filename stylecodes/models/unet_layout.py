@@ -15,7 +15,7 @@ _REQUIRED_UNET_SETTINGS: dict[str, Any] = {
     "mid_block_type": "UNetMidBlock2DCrossAttn",
     "class_embed_type": None,
     "addition_embed_type": None,
-    "encoder_hid_dim_type": None,
+    "encoder_hid_dim_type": None,  # "ip_image_proj" (an IP-Adapter) is allowed too: see _ALSO_ALLOWED
     "time_embedding_type": "positional",
     "time_embedding_act_fn": None,
     "resnet_time_scale_shift": "default",
@@ -25,6 +25,11 @@ _REQUIRED_UNET_SETTINGS: dict[str, Any] = {
     "attention_type": "default",
     "reverse_transformer_layers_per_block": None,
 }
+
+
+# An IP-Adapter's image projection only feeds the attention processors, which the two-stream forward passes through
+# (`UNet2DConditionModel.process_encoder_hidden_states`), so a UNet with one loaded is still reproduced exactly.
+_ALSO_ALLOWED: dict[str, set[Any]] = {"encoder_hid_dim_type": {"ip_image_proj"}}
 
 
 def _per_block(value: Any, count: int, name: str) -> list[Any]:
@@ -41,7 +46,7 @@ def unet_layout(unet_config: Mapping[str, Any]) -> dict[str, Any]:
         value = config.get(key, required)
         if key == "mid_block_type" and value is None:
             value = required  # diffusers' default
-        if value != required:
+        if value != required and value not in _ALSO_ALLOWED.get(key, set()):
             raise ValueError(f"Unsupported UNet: `{key}` is {value!r}; the style control module needs {required!r}.")
     down_types, up_types = list(config["down_block_types"]), list(config["up_block_types"])
     if not set(down_types) <= _SUPPORTED_DOWN_BLOCKS or not set(up_types) <= _SUPPORTED_UP_BLOCKS:

@@ -1,9 +1,10 @@
-"""`StyleCodesPipeline`: text-to-image with Stable Diffusion 1.5 steered by a stylecode (diffusers style).
+"""`StyleCodesPipeline`: text-to-image with Stable Diffusion 1.5 steered by styles (diffusers style).
 
-One call paints a batch in which every sample has its own prompt, negative prompt, seed, style (a code, a raw
-latent, a style image, or none) and strength. The published settings are the defaults: DDIM (scaled-linear betas
-0.00085..0.012, steps_offset 1, clip_sample off), 20 steps, guidance 3, strength 0.9, style applied to both halves
-of the classifier-free-guidance batch.
+One call paints a batch in which every sample has its own prompt, negative prompt, seed, styles and strengths.
+Each style belongs to a style mode (`stylecodes.modes`): the published stylecode (a code, a raw latent or a style
+image, through the control module) is always there; other modes join with `add_mode`. A sample may combine styles
+of several modes. The published settings are the defaults: DDIM (scaled-linear betas 0.00085..0.012, steps_offset
+1, clip_sample off), 20 steps, guidance 3, strength 0.9, style applied to both halves of the guidance batch.
 
 Reproducibility: each sample's starting noise comes from its own CPU `torch.Generator` seeded with that sample's
 seed, and DDIM (eta 0) adds no further noise, so a sample's image depends on its own inputs, never on what else is
@@ -27,12 +28,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 from transformers import CLIPTextModel, CLIPTokenizer, SiglipVisionModel
 
-from stylecodes.codec import LATENT_DIM, StyleCode, parse_code
-from stylecodes.models.control import PreparedStyle, StyleCodesControlModel
-from stylecodes.models.image_encoder import StyleImageEncoder
-from stylecodes.models.precision import keep_float32
-from stylecodes.pipelines.previews import latent_previews
-from stylecodes.requests import (
+from stylecodes.checks import (
     DEFAULT_GUIDANCE_SCALE,
     DEFAULT_STEPS,
     DEFAULT_STRENGTH,
@@ -46,12 +42,20 @@ from stylecodes.requests import (
     check_size,
     describe,
 )
-from stylecodes.versions import UnservedVersionError
+from stylecodes.codec import StyleCode
+from stylecodes.models.control import StyleCodesControlModel
+from stylecodes.models.image_encoder import StyleImageEncoder
+from stylecodes.models.precision import keep_float32
+from stylecodes.modes import BatchContext, StepConditioning, StylecodeMode, StyleInput, StyleMode
+from stylecodes.pipelines.previews import latent_previews
+from stylecodes.styles import STYLE_TYPES
 
 logger = logging.getLogger(__name__)
 
-# What one sample's style may be: a code (object or text), a raw 20-dim latent, a style image, or None (no style).
-StyleInput = Union[StyleCode, str, np.ndarray, Tensor, PIL.Image.Image, None]  # noqa: UP007 (runtime alias)
+# What one sample's `style` may be: a code (object or text), a raw 20-dim latent or a style image for the stylecode
+# mode (applied at the sample's `strength`), a style from `stylecodes.styles` (it carries its own strength), a tuple
+# of such styles (one per mode, combined), or None (no style).
+SampleStyle = Union[StyleCode, str, np.ndarray, Tensor, PIL.Image.Image, tuple, Any, None]  # noqa: UP007
 # on_step(step, total_steps, make_previews): make_previews() builds low-res RGB previews only when called.
 StepCallback = Callable[[int, int, Callable[[], list[PIL.Image.Image]]], None]
 
@@ -70,11 +74,9 @@ class _Sample:
     prompt: str
     negative_prompt: str
     seed: int
-    strength: float
-    style: StyleInput
-    latent: Tensor | None = None  # (20,) resolved style latent
-    code: StyleCode | None = None
-    style_source: str = "none"
+    strength: float  # the call's strength for this sample, for stylecode inputs that carry none
+    inputs: dict[str, StyleInput]  # mode name -> this sample's style for that mode
+    resolved: dict[str, Any] = field(default_factory=dict)  # mode name -> the mode's resolved style
     warnings: list[str] = field(default_factory=list)
 
 
@@ -122,6 +124,14 @@ class StyleCodesPipeline(DiffusionPipeline):
         self.register_to_config(model_version=model_version)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.modes: dict[str, StyleMode] = {}
+        self.add_mode(StylecodeMode(control_model, self.style_image_encoder, model_version))
+
+    def add_mode(self, mode: StyleMode) -> None:
+        """Let this pipeline paint with `mode`'s styles (replacing a mode of the same name)."""
+        if not isinstance(mode, StyleMode):
+            raise TypeError(f"`mode` must be a StyleMode, got {type(mode).__name__}.")
+        self.modes[mode.name] = mode
 
     @property
     def model_version(self) -> int:
@@ -131,7 +141,7 @@ class StyleCodesPipeline(DiffusionPipeline):
     def __call__(
         self,
         prompt: str | list[str],
-        style: StyleInput | list[StyleInput] = None,
+        style: SampleStyle | list[SampleStyle] = None,
         negative_prompt: str | list[str] | None = None,
         strength: float | list[float] = DEFAULT_STRENGTH,
         guidance_scale: float = DEFAULT_GUIDANCE_SCALE,
@@ -146,7 +156,10 @@ class StyleCodesPipeline(DiffusionPipeline):
 
         `style`, `negative_prompt`, `strength` and `seed` take one value for all samples, one per prompt, or one per
         sample (prompt-major: all images of prompt 0 first). A style is a `StyleCode` or its text, a (20,) latent
-        (numpy or torch), a PIL style image, or None for plain SD1.5. An int `seed` gives sample i the seed
+        (numpy or torch) or a PIL style image, painted by the stylecode mode at `strength`; a style object from
+        `stylecodes.styles` (any mode this pipeline has, at its own strength); a tuple of those, one per mode, to
+        combine them; or None for plain SD1.5. A list always means one style per prompt or per sample, a tuple
+        always one sample's combination. An int `seed` gives sample i the seed
         `seed + i`; None draws random seeds (recorded in the metadata). `callback(step, total, make_previews)` runs
         after every denoising step; `make_previews()` returns (height/8)x(width/8) RGB previews of the predicted
         final images, cheaply (no VAE), and must be called inside the callback.
@@ -169,40 +182,38 @@ class StyleCodesPipeline(DiffusionPipeline):
         device, dtype = self._execution_device, self.unet.dtype
         do_cfg = guidance_scale > 1.0
 
-        # 2. Resolve styles to latents (style images go through SigLIP and the 6-bit code, as published).
-        self._resolve_styles(samples)
+        # 2. Each mode resolves its samples' styles (e.g. style images through SigLIP and the 6-bit code), batched.
+        modes = self._modes_for(samples)
+        for mode in modes:
+            for sample, resolved in zip(samples, mode.resolve([s.inputs.get(mode.name) for s in samples]), strict=True):
+                if resolved is not None:
+                    sample.resolved[mode.name] = resolved
 
-        # 3. Text embeddings; prompts beyond the text encoder's window are truncated with a warning.
-        text_embeddings = self._encode_prompts(samples, do_cfg, device)  # (2N or N, 77, D)
+        # 3. Text embeddings (modes may add to a prompt, e.g. trigger words); prompts beyond the text encoder's
+        # window are truncated with a warning.
+        text_embeddings = self._encode_prompts(samples, modes, do_cfg, device)  # (2N or N, 77, D)
 
         # 4. Timesteps.
         self.scheduler.set_timesteps(call.num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
 
         # 5. Starting noise, one generator per sample so each image depends only on its own seed.
         latent_shape = (self.unet.config.in_channels, height // self.vae_scale_factor, width // self.vae_scale_factor)
         noise = [torch.randn(latent_shape, generator=torch.Generator().manual_seed(s.seed)) for s in samples]
         latents = torch.stack(noise).to(device=device, dtype=dtype) * self.scheduler.init_noise_sigma  # (N, 4, h, w)
 
-        # 6. Style maps, once per generation; samples without a style get scale 0 (exactly the plain UNet).
-        style = self._prepare_styles(samples, latent_shape[1:], device, do_cfg)
-
-        # 7. Denoising loop.
-        with self.progress_bar(total=len(timesteps)) as progress:
-            for index, timestep in enumerate(timesteps):
-                model_input = torch.cat([latents] * 2) if do_cfg else latents
-                model_input = self.scheduler.scale_model_input(model_input, timestep)
-                eps = self._predict_noise(model_input, timestep, text_embeddings, style)
-                if do_cfg:
-                    eps_uncond, eps_text = eps.chunk(2)
-                    eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
-                step = self.scheduler.step(eps, timestep, latents)
-                latents = step.prev_sample
-                progress.update()
-                if callback is not None:
-                    predicted = step.pred_original_sample
-                    callback(index + 1, len(timesteps), lambda predicted=predicted: latent_previews(predicted))
-
+        # 6. Every mode's conditioning, once per generation (e.g. style maps; samples without a style of a mode get
+        # scale 0 there, exactly the plain UNet).
+        batch = BatchContext(latent_shape[1:], do_cfg, device, dtype)
+        try:
+            conditioning = StepConditioning()
+            for mode in modes:
+                prepared = mode.prepare([s.resolved.get(mode.name) for s in samples], batch)
+                conditioning = conditioning if prepared is None else conditioning.merge(prepared)
+            # 7. Denoising loop: one UNet call per step, with every mode's conditioning.
+            latents = self._denoise(latents, text_embeddings, conditioning, guidance_scale, callback)
+        finally:
+            for mode in modes:
+                mode.finish()
         # 8. Decode, safety check, metadata.
         decoded = self.vae.decode(latents / self.vae.config.scaling_factor).sample  # (N, 3, H, W)
         images = self.image_processor.postprocess(decoded.float(), output_type="pil")
@@ -220,40 +231,49 @@ class StyleCodesPipeline(DiffusionPipeline):
             metadata=[self._metadata(sample, settings) for sample in samples],
         )
 
+    def _denoise(
+        self,
+        latents: Tensor,
+        text_embeddings: Tensor,
+        conditioning: StepConditioning,
+        guidance_scale: float,
+        callback: StepCallback | None,
+    ) -> Tensor:
+        timesteps = self.scheduler.timesteps
+        cfg = guidance_scale > 1.0
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for index, timestep in enumerate(timesteps):
+                model_input = torch.cat([latents] * 2) if cfg else latents
+                model_input = self.scheduler.scale_model_input(model_input, timestep)
+                eps = self._predict_noise(model_input, timestep, text_embeddings, conditioning)
+                if cfg:
+                    eps_uncond, eps_text = eps.chunk(2)
+                    eps = eps_uncond + guidance_scale * (eps_text - eps_uncond)
+                step = self.scheduler.step(eps, timestep, latents)
+                latents = step.prev_sample
+                progress.update()
+                if callback is not None:
+                    predicted = step.pred_original_sample
+                    callback(index + 1, len(timesteps), lambda predicted=predicted: latent_previews(predicted))
+        return latents
+
     # ---------------------------------------------------------------------------------------------------- styles
 
-    def _resolve_styles(self, samples: list[_Sample]) -> None:
-        images: list[tuple[_Sample, PIL.Image.Image]] = []
+    def _modes_for(self, samples: list[_Sample]) -> list[StyleMode]:
+        """The modes the samples' styles need, in a fixed order; refuses modes this pipeline lacks or that clash."""
+        wanted = {name for sample in samples for name in sample.inputs}
+        missing = sorted(wanted - set(self.modes))
+        if missing:
+            raise ValueError(
+                f"This model has no {', '.join(missing)} style mode loaded; it paints with: {', '.join(self.modes)}."
+            )
         for sample in samples:
-            style = sample.style
-            if style is None:
-                continue
-            if isinstance(style, str):
-                style = parse_code(style)  # CodeError says exactly what is wrong with the text
-            if isinstance(style, StyleCode):
-                if style.version != self.model_version:
-                    raise UnservedVersionError(style.version, [self.model_version])
-                sample.code, sample.style_source = style, "code"
-                sample.latent = torch.from_numpy(style.latent())
-            elif isinstance(style, PIL.Image.Image):
-                images.append((sample, style))
-            elif isinstance(style, np.ndarray | Tensor):
-                latent = torch.as_tensor(style, dtype=torch.float32).detach().cpu()
-                if tuple(latent.shape) != (LATENT_DIM,) or not bool(torch.isfinite(latent).all()):
-                    raise ValueError(
-                        f"A `style` latent must be {LATENT_DIM} finite values, got shape {tuple(latent.shape)}."
-                    )
-                sample.latent, sample.style_source = latent, "latent"
-            else:
-                raise ValueError(
-                    "Each `style` must be a StyleCode, a code string, a 20-value latent, a PIL image or None, "
-                    f"got {type(style).__name__}."
-                )
-        if images:
-            codes = self.style_image_encoder().encode([image for _, image in images])  # through the 6-bit code
-            for (sample, _), code in zip(images, codes, strict=True):
-                sample.code, sample.style_source = code, "image"
-                sample.latent = torch.from_numpy(code.latent())
+            for name in sample.inputs:
+                clash = self.modes[name].conflicts_with & set(sample.inputs)
+                if clash:
+                    others = ", ".join(sorted(clash))
+                    raise ValueError(f"The {name} style cannot be combined with {others} in one picture.")
+        return [mode for name, mode in self.modes.items() if name in wanted]
 
     def style_image_encoder(self) -> StyleImageEncoder:
         """SigLIP + the control module's autoencoder: images -> codes of this pipeline's version."""
@@ -261,39 +281,34 @@ class StyleCodesPipeline(DiffusionPipeline):
             raise ValueError("`style` images need the SigLIP `image_encoder`; this pipeline was built without one.")
         return StyleImageEncoder(self.image_encoder, self.control_model.autoencoder, version=self.model_version)
 
-    def _prepare_styles(
-        self, samples: list[_Sample], sample_size: tuple[int, int], device: torch.device, cfg: bool
-    ) -> PreparedStyle | None:
-        """The UNet batch's style maps and scales, ready for every step, or None when no sample has a style."""
-        if all(sample.latent is None or sample.strength == 0 for sample in samples):
-            return None
-        zeros = torch.zeros(LATENT_DIM)  # placeholder for unstyled samples; scale 0 makes its map irrelevant
-        # (N, 20) float32: decode_style decodes in float32 and returns the map in the control stream's dtype
-        latents = torch.stack([zeros if s.latent is None else s.latent for s in samples]).to(device)
-        scales = [0.0 if s.latent is None else s.strength for s in samples]
-        style_map = self.control_model.decode_style(latents, *sample_size)  # (N, C_mid, h/8, w/8)
-        scale = torch.tensor(scales, dtype=torch.float64)  # (N,) on the CPU: prepare_style reads it without a sync
-        if cfg:  # the published pipeline styles both halves of the guidance batch
-            style_map, scale = torch.cat([style_map] * 2), torch.cat([scale] * 2)
-        return self.control_model.prepare_style(style_map, scale)  # which rows are styled, worked out once
-
-    def _predict_noise(self, sample: Tensor, timestep: Tensor, text: Tensor, style: PreparedStyle | None) -> Tensor:
-        if style is None:
-            return self.unet(sample, timestep, encoder_hidden_states=text).sample
-        return self.control_model(self.unet, sample, timestep, text, style)
+    def _predict_noise(self, sample: Tensor, timestep: Tensor, text: Tensor, conditioning: StepConditioning) -> Tensor:
+        kwargs = {
+            "added_cond_kwargs": conditioning.added_cond_kwargs or None,
+            "cross_attention_kwargs": conditioning.cross_attention_kwargs or None,
+        }
+        if conditioning.control is None:
+            return self.unet(sample, timestep, encoder_hidden_states=text, **kwargs).sample
+        return self.control_model(self.unet, sample, timestep, text, conditioning.control, **kwargs)
 
     # ------------------------------------------------------------------------------------------------------ text
 
-    def _encode_prompts(self, samples: list[_Sample], cfg: bool, device: torch.device) -> Tensor:
+    def _encode_prompts(
+        self, samples: list[_Sample], modes: list[StyleMode], cfg: bool, device: torch.device
+    ) -> Tensor:
+        prompts = []
         for sample in samples:
-            for label, text in (("prompt", sample.prompt), ("negative prompt", sample.negative_prompt)):
+            prompt = sample.prompt
+            for mode in modes:
+                prompt = mode.rewrite_prompt(prompt, sample.resolved.get(mode.name))
+            prompts.append(prompt)
+            for label, text in (("prompt", prompt), ("negative prompt", sample.negative_prompt)):
                 dropped = self._truncated_part(text)
                 if dropped:
                     sample.warnings.append(
                         f"The {label} is longer than the text encoder's {self.tokenizer.model_max_length} tokens; "
                         f"this end of it was ignored: “{dropped}”."
                     )
-        texts = [s.prompt for s in samples]
+        texts = prompts
         if cfg:
             texts = [s.negative_prompt for s in samples] + texts
         unique = list(dict.fromkeys(texts))  # encode each distinct text once
@@ -336,18 +351,19 @@ class StyleCodesPipeline(DiffusionPipeline):
         return [bool(flag) for flag in flags]
 
     def _metadata(self, sample: _Sample, settings: dict[str, Any]) -> dict[str, Any]:
-        return {
+        metadata: dict[str, Any] = {
             "model_version": self.model_version,
             "prompt": sample.prompt,
             "negative_prompt": sample.negative_prompt,
-            "style_code": None if sample.code is None else sample.code.canonical,
-            "style_latent": sample.latent.tolist() if sample.style_source == "latent" else None,
-            "style_source": sample.style_source,
             "strength": sample.strength,
             "seed": sample.seed,
             "scheduler": "DDIM",
             **settings,
         }
+        for name, mode in self.modes.items():  # every mode says what the sample had of it (e.g. style_code: None)
+            metadata.update(mode.metadata(sample.resolved.get(name)))
+        metadata["style_modes"] = sorted(sample.resolved)
+        return metadata
 
 
 @dataclass(frozen=True)
@@ -402,7 +418,7 @@ def check_call_arguments(
         lengths = f"{len(prompts)} (one per prompt) or {total} (one per image)"
         raise ValueError(f"`{name}` must be a single value or a list of {lengths}, got {describe(value)}.")
 
-    styles = expand("style", style, lambda v: not isinstance(v, list | tuple))
+    styles = expand("style", style, lambda v: not isinstance(v, list))  # a tuple is one sample's combination
     negatives = expand("negative_prompt", "" if negative_prompt is None else negative_prompt, _is_str)
     strengths = expand("strength", strength, lambda v: not isinstance(v, list | tuple))
     for value in negatives:
@@ -418,10 +434,32 @@ def check_call_arguments(
         seeds = [first + i for i in range(total)]
     prompts_per_sample = [p for p in prompts for _ in range(count)]
     samples = [
-        _Sample(prompt=p, negative_prompt=n, seed=s, strength=k, style=y)
+        _Sample(prompt=p, negative_prompt=n, seed=s, strength=k, inputs=_inputs_by_mode(y, k))
         for p, n, s, k, y in zip(prompts_per_sample, negatives, seeds, strengths, styles, strict=True)
     ]
     return CheckedCall(samples, num_inference_steps=steps, guidance_scale=guidance, width=width, height=height)
+
+
+def _inputs_by_mode(style: Any, strength: float) -> dict[str, StyleInput]:
+    """One sample's `style` -> {mode name: its input}: style objects carry their own mode and strength, anything
+    else is the stylecode mode's, at the call's `strength`."""
+    if style is None:
+        return {}
+    style_types = tuple(STYLE_TYPES.values())
+    if not isinstance(style, tuple):
+        if isinstance(style, style_types):
+            return {style.mode: StyleInput(style, style.strength)}
+        return {StylecodeMode.name: StyleInput(style, strength)}
+    inputs: dict[str, StyleInput] = {}
+    for item in style:
+        if not isinstance(item, style_types):
+            raise ValueError(
+                f"A tuple `style` combines style objects from stylecodes.styles (one per mode), got {describe(item)}."
+            )
+        if item.mode in inputs:
+            raise ValueError(f"A tuple `style` has two styles for the {item.mode} mode; give at most one per mode.")
+        inputs[item.mode] = StyleInput(item, item.strength)
+    return inputs
 
 
 def _is_str(value: Any) -> bool:
@@ -430,9 +468,9 @@ def _is_str(value: Any) -> bool:
 
 __all__ = [
     "CheckedCall",
+    "SampleStyle",
     "StepCallback",
     "StyleCodesPipeline",
     "StyleCodesPipelineOutput",
-    "StyleInput",
     "check_call_arguments",
 ]

@@ -13,6 +13,7 @@ from stylecodes import engine as engine_module
 from stylecodes.codec import parse_code, random_code
 from stylecodes.engine import GenerationRequest, GenerationResult, StyleEngine
 from stylecodes.images import load_image
+from stylecodes.styles import CodeStyle
 from stylecodes.versions import UnservedVersionError
 
 SMALL = {"steps": 2, "width": 64, "height": 64}
@@ -20,19 +21,23 @@ SMALL = {"steps": 2, "width": 64, "height": 64}
 
 def test_request_defaults_are_the_published_settings():
     request = GenerationRequest(prompt="a", seed=1)
-    assert (request.strength, request.steps, request.guidance_scale) == (0.9, 20, 3.0)
-    assert (request.width, request.height, request.style, request.negative_prompt) == (512, 512, None, "")
-    assert request.batch_key() == (20, 3.0, 512, 512)
-    assert GenerationRequest(prompt="b", seed=2, strength=0.2).batch_key() == request.batch_key()
+    code = random_code(0, np.random.default_rng(1))
+    assert (CodeStyle(code).strength, request.steps, request.guidance_scale) == (0.9, 20, 3.0)
+    assert (request.width, request.height, request.styles, request.negative_prompt) == (512, 512, (), "")
+    assert request.batch_key() == (20, 3.0, 512, 512, ())
+    styled = GenerationRequest(prompt="b", seed=2, styles=(CodeStyle(code, 0.2),))
+    assert styled.batch_key() == request.batch_key() and styled.code_style == CodeStyle(code, 0.2)
     assert GenerationRequest(prompt="a", seed=1, steps=4).batch_key() != request.batch_key()
 
 
 def test_request_fields_become_plain_python_numbers():
+    style = CodeStyle(random_code(0, np.random.default_rng(1)), strength=np.float32(0.5))
     request = GenerationRequest(
-        "a", seed=np.int64(3), strength=np.float32(0.5), steps=np.int32(4), guidance_scale=np.float64(2.0),
+        "a", seed=np.int64(3), styles=(style,), steps=np.int32(4), guidance_scale=np.float64(2.0),
         width=np.int64(64), height=np.uint16(72),
     )  # fmt: skip
-    values = (request.seed, request.strength, request.steps, request.guidance_scale, request.width, request.height)
+    strength = request.code_style.strength
+    values = (request.seed, strength, request.steps, request.guidance_scale, request.width, request.height)
     assert values == (3, 0.5, 4, 2.0, 64, 72)
     assert [type(value) for value in values] == [int, float, int, float, int, int]
 
@@ -46,9 +51,9 @@ def test_demo_engine_properties(demo_engine):
 def test_generate_a_mixed_batch(demo_engine):
     code = random_code(0, np.random.default_rng(5))
     requests = [
-        GenerationRequest(prompt="a fox", seed=1, style=code, **SMALL),
-        GenerationRequest(prompt="a fox", seed=1, style=code, strength=1.3, negative_prompt="blur", **SMALL),
-        GenerationRequest(prompt="a barn", seed=2, style=None, **SMALL),
+        GenerationRequest(prompt="a fox", seed=1, styles=(CodeStyle(code),), **SMALL),
+        GenerationRequest(prompt="a fox", seed=1, styles=(CodeStyle(code, 1.3),), negative_prompt="blur", **SMALL),
+        GenerationRequest(prompt="a barn", seed=2, styles=(), **SMALL),
     ]
     results = demo_engine.generate(requests)
     assert [type(result) for result in results] == [GenerationResult] * 3
@@ -65,7 +70,8 @@ def test_generate_a_mixed_batch(demo_engine):
 
 
 def test_generate_is_deterministic(demo_engine):
-    request = GenerationRequest(prompt="a fox", seed=9, style=parse_code("AAAAAAAAAA__________0"), **SMALL)
+    style = CodeStyle(parse_code("AAAAAAAAAA__________0"))
+    request = GenerationRequest(prompt="a fox", seed=9, styles=(style,), **SMALL)
     first, second = demo_engine.generate([request]), demo_engine.generate([request])
     assert np.array_equal(np.asarray(first[0].image), np.asarray(second[0].image))
 
@@ -87,7 +93,8 @@ def test_generate_refuses_bad_batches(demo_engine):
             [GenerationRequest("a", 1, **SMALL), GenerationRequest("a", 1, steps=3, width=64, height=64)]
         )
     with pytest.raises(UnservedVersionError, match=r"version 1 are not served here.*0 \(demo"):
-        demo_engine.generate([GenerationRequest("a", 1, style=parse_code("C_d_AAI_rQglIvUb1_fC1"), **SMALL)])
+        version_1 = CodeStyle(parse_code("C_d_AAI_rQglIvUb1_fC1"))
+        demo_engine.generate([GenerationRequest("a", 1, styles=(version_1,), **SMALL)])
 
 
 @pytest.mark.parametrize(
@@ -95,7 +102,7 @@ def test_generate_refuses_bad_batches(demo_engine):
     [
         ({"width": 68}, r"`width` must be a multiple of 8.*try 64 or 72"),
         ({"height": 32}, r"`height` must be between 64 and 2048"),
-        ({"strength": 2.0}, r"`strength` must be between 0 and 1.5"),
+        ({"styles": "strength 2"}, r"`strength` must be between 0 and 1.5"),
         ({"steps": 0}, r"`steps` must be between 1 and 500"),
         ({"steps": 1000}, r"`steps` must be between 1 and 500"),
         ({"guidance_scale": float("inf")}, r"`guidance_scale`"),
@@ -103,12 +110,23 @@ def test_generate_refuses_bad_batches(demo_engine):
         ({"seed": 1.5}, r"`seed` must be an integer"),
         ({"prompt": None}, r"`prompt` must be a string"),
         ({"negative_prompt": 3}, r"`negative_prompt` must be a string"),
-        ({"style": "C_d_AAI_rQglIvUb1_fC1"}, r"`style` must be a StyleCode or None.*parse_code"),
+        ({"styles": ("C_d_AAI_rQglIvUb1_fC1",)}, r"Each of `styles` must be one of CodeStyle.*got str"),
+        ({"styles": "two codes"}, r"two styles for the stylecode mode"),
+        ({"styles": "a code"}, r"`styles` must be a tuple of styles"),
     ],
 )
 def test_bad_requests_are_refused_when_created(fields, message):
-    arguments = {"prompt": "a", "seed": 1, **fields}
+    code = parse_code("C_d_AAI_rQglIvUb1_fC1")
+    named = {  # styles that must be built inside the check (CodeStyle checks its strength itself)
+        "strength 2": lambda: (CodeStyle(code, 2.0),),
+        "two codes": lambda: (CodeStyle(code), CodeStyle(code, 0.5)),
+        "a code": lambda: CodeStyle(code),
+    }
     with pytest.raises(ValueError, match=message):
+        styles = fields.get("styles")
+        arguments = {"prompt": "a", "seed": 1, **fields}
+        if isinstance(styles, str):
+            arguments["styles"] = named[styles]()
         GenerationRequest(**arguments)
 
 
@@ -131,7 +149,7 @@ def test_encoding_stays_float32_in_a_half_precision_engine(demo_engine, style_im
     assert encoder.vision_model.dtype == torch.float32 and encoder.autoencoder.dtype == torch.float32
     pipeline.to(dtype=torch.bfloat16)
     [code] = half.encode(style_images[:1])
-    [result] = half.generate([GenerationRequest("a bridge", seed=3, style=code, **SMALL)])
+    [result] = half.generate([GenerationRequest("a bridge", seed=3, styles=(CodeStyle(code),), **SMALL)])
     assert result.image.size == (64, 64) and result.metadata["style_code"] == code.canonical
 
 
@@ -151,7 +169,7 @@ def test_transparent_images_encode_alike_from_pil_and_from_a_file(demo_engine):
 
 def test_encode_then_generate_with_the_code(demo_engine, style_images):
     [code] = demo_engine.encode(style_images[:1])
-    [result] = demo_engine.generate([GenerationRequest("a bridge", seed=3, style=code, **SMALL)])
+    [result] = demo_engine.generate([GenerationRequest("a bridge", seed=3, styles=(CodeStyle(code),), **SMALL)])
     assert result.metadata["style_code"] == code.canonical
 
 
@@ -163,7 +181,7 @@ def test_published_style_engine_has_a_safety_checker(published_files, monkeypatc
     assert engine.version == 1 and engine.has_safety_checker
     assert engine.base_model == str(published_files.base_folder)
     code = random_code(1, np.random.default_rng(0))
-    [result] = engine.generate([GenerationRequest("a", seed=1, style=code, **SMALL)])
+    [result] = engine.generate([GenerationRequest("a", seed=1, styles=(CodeStyle(code),), **SMALL)])
     assert isinstance(result.nsfw, bool)
     assert not any("not meaningful" in warning for warning in result.warnings)
     assert result.metadata["base_model"] == str(published_files.base_folder)

@@ -30,12 +30,16 @@ def imagine_job(
     user_id: int, *, count: int = 1, steps: int = 2, size: int = 64, seed: int = 1, prompt: str = "a cow", **kw: Any
 ) -> ImagineJob:
     from bot.jobs import consecutive_seeds
-    from stylecodes.engine import GenerationRequest
+    from stylecodes.requests import GenerationRequest
+    from stylecodes.styles import CodeStyle
+
+    strength = {"strength": kw.pop("strength")} if "strength" in kw else {}
 
     style = random_code(DEMO, np.random.default_rng(seed))
     requests = [
         GenerationRequest(
-            prompt=f"{prompt} {i}", seed=request_seed, style=style, steps=steps, width=size, height=size, **kw
+            prompt=f"{prompt} {i}", seed=request_seed, styles=(CodeStyle(style, **strength),), steps=steps,
+            width=size, height=size, **kw
         )
         for i, request_seed in enumerate(consecutive_seeds(seed, count))
     ]
@@ -63,11 +67,11 @@ async def record(session_factory, job: ImagineJob, *, revision_id: int | None = 
             seed=first.seed,
             steps=first.steps,
             guidance_scale=first.guidance_scale,
-            strength=first.strength,
+            strength=first.code_style.strength,
             width=first.width,
             height=first.height,
             model_version=job.version,
-            code=None if first.style is None or revision_id is not None else first.style.canonical,
+            code=None if revision_id is not None else first.code_style.code.canonical,
             revision_id=revision_id,
             count=len(job.requests),
         )
@@ -87,7 +91,8 @@ async def named_style(session_factory, job: ImagineJob, name: str = "neon-noir")
     from registry.styles import create_style
 
     async with session_factory() as session:
-        return await create_style(session, name=name, code=job.requests[0].style, owner_id=job.user_id, guild_id=None)
+        code = job.requests[0].code_style.code
+        return await create_style(session, name=name, code=code, owner_id=job.user_id, guild_id=None)
 
 
 async def use_count(session_factory, style_id: int) -> int:

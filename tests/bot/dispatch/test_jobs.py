@@ -48,7 +48,7 @@ def test_jobs_round_trip_through_json(job):
 
 
 def test_imagine_job_without_style_round_trips():
-    from stylecodes.engine import GenerationRequest
+    from stylecodes.requests import GenerationRequest
 
     job = ImagineJob(new_job_id(), 1, None, 2, 0, [GenerationRequest("plain", seed=3)])
     assert job_from_dict(through_json(job.to_dict())) == job

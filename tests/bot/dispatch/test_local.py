@@ -135,7 +135,7 @@ async def test_compatible_requests_share_one_generate_call(make_dispatcher, engi
     assert [len(call) for call in engine.generate_calls] == [1, 3]  # the blocker, then one batch of three
     batch = engine.generate_calls[1]
     assert [(r.prompt, r.seed) for r in batch] == [(j.requests[0].prompt, j.requests[0].seed) for j in jobs]
-    assert len({r.style for r in batch}) == 3  # each sample kept its own code
+    assert len({r.code_style for r in batch}) == 3  # each sample kept its own code
     for job, result in zip(jobs, results[1:], strict=True):  # and each job got its own image back
         assert result.payload.metadata[0]["seed"] == job.requests[0].seed
         assert (await usage(session_factory, job.job_id)).status == "done"

@@ -94,9 +94,12 @@ class Harness:
 def slow_job(user_id: int, steps: int = 10) -> ImagineJob:
     """A job submitted straight to the dispatcher, to keep the worker busy (with `step_delay_s`)."""
     from stylecodes.codec import parse_code
-    from stylecodes.engine import GenerationRequest
+    from stylecodes.requests import GenerationRequest
+    from stylecodes.styles import CodeStyle
 
-    request = GenerationRequest(prompt="busy", seed=0, style=parse_code(CODE), steps=steps, width=64, height=64)
+    request = GenerationRequest(
+        prompt="busy", seed=0, styles=(CodeStyle(parse_code(CODE)),), steps=steps, width=64, height=64
+    )
     return ImagineJob(new_job_id(), user_id, None, 1, 0, [request])
 
 
