@@ -1,6 +1,6 @@
 """The StyleCodes control module: a ControlNet-XS-like second stream that steers a frozen SD1.5 UNet.
 
-Forward pass of the published release (see ../shared/reference/README.md):
+Forward pass of the published release (see tests/data/reference/README.md):
 
 1. The base UNet's time embedding, down path and skip connections run unchanged.
 2. The control stream starts from the style map that the autoencoder decodes from the style latent, at the

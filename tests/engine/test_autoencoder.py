@@ -1,4 +1,4 @@
-"""The attention autoencoder against the published implementation's numbers (../shared/reference/golden_tiny)."""
+"""The attention autoencoder against the published implementation's numbers (tests/data/reference/golden_tiny)."""
 
 from __future__ import annotations
 
