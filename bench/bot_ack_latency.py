@@ -39,11 +39,11 @@ import discord
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 import registry
-from bot.app import BotResources, StylecodesBot
 from bot.config import Settings
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
+from bot.frontend.app import BotResources, StylecodesBot
 from bot.jobs import ImagineJob, new_job_id
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 from stylecodes.codec import parse_code
 from tests.bot.frontend.payloads import Payloads

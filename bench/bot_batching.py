@@ -24,9 +24,9 @@ import time
 
 from bot_support import imagine_job, load_demo_engine, machine, median, migrated_registry, record, request, set_threads
 
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.jobs import JobDone
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 
 

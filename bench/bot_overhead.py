@@ -42,12 +42,13 @@ import discord
 from aiohttp import web
 from bot_support import imagine_job, load_demo_engine, machine, median, migrated_registry, record, set_threads
 
-from bot.app import BotResources, StylecodesBot
 from bot.config import Settings
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
-from bot.dispatch.redis_streams import RedisDispatcher, RedisKeys
+from bot.dispatch.redis_streams import RedisDispatcher
+from bot.frontend.app import BotResources, StylecodesBot
 from bot.jobs import JobDone
+from bot.protocol.limits import DispatchLimits
+from bot.protocol.streams import RedisKeys
 from bot.worker.models import ModelCache
 from bot.worker.redis_worker import RedisWorker
 from tests.bot.frontend.payloads import Payloads

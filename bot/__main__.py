@@ -22,6 +22,7 @@ import yarl
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+import registry
 from bot.config import (
     Settings,
     StartupError,
@@ -31,7 +32,11 @@ from bot.config import (
     load_settings,
     redis_unreachable,
 )
-from bot.worker.__main__ import preload_models
+from bot.dispatch import make_dispatcher
+from bot.frontend.app import BotResources, create_bot
+from bot.frontend.attachments import AttachmentPolicy
+from bot.metrics import start_metrics_server
+from bot.worker.models import preload_models
 
 log = logging.getLogger("bot")
 
@@ -104,11 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def run(settings: Settings, *, sync: bool = False) -> None:
-    import registry
-    from bot.app import BotResources, create_bot
-    from bot.attachments import AttachmentPolicy
-    from bot.dispatch import make_dispatcher
-
     discord.http.Route.BASE = settings.discord_api_base.rstrip("/")
     if settings.discord_gateway_url:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
@@ -135,8 +135,6 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
             bot = create_bot(BotResources(settings, session_factory, dispatcher, http, policy))
             bot.sync_commands_on_start = "always" if sync else "changed"
             if settings.metrics_port is not None:
-                from bot.metrics import start_metrics_server
-
                 metrics_server = await start_metrics_server(settings.metrics_port, health=bot.health)
             async with bot:
                 try:
@@ -180,8 +178,6 @@ async def _warm_up(dispatcher: object, settings: Settings) -> None:
 async def _warm_similar_index(session_factory: async_sessionmaker[AsyncSession]) -> None:
     """Build the registry's similar-styles index now (seconds at 1M styles, off the event loop), so the
     first /stylecode similar does not pay for it."""
-    import registry
-
     try:
         async with session_factory() as session:
             count = await registry.warm_similar_index(session)

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bot.dispatch.base import Dispatcher, DispatchLimits, JobHandle
+from bot.dispatch.base import Dispatcher, JobHandle
+from bot.dispatch.local import LocalDispatcher
+from bot.dispatch.redis_streams import RedisDispatcher
+from bot.protocol.limits import DispatchLimits
+from bot.worker.models import ModelCache, configured_engine_loader
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -29,13 +33,7 @@ def make_dispatcher(
     """
     limits = DispatchLimits.from_settings(settings)
     if settings.redis_url:
-        from bot.dispatch.redis_streams import RedisDispatcher
-
         # The session factory lets its sweep mark the usage rows of jobs it gives up (no live worker).
         return RedisDispatcher.from_url(settings.redis_url, limits=limits, session_factory=session_factory)
-
-    from bot.dispatch.local import LocalDispatcher
-    from bot.worker.models import ModelCache, configured_engine_loader
-
     loader = engine_loader or configured_engine_loader(settings)
     return LocalDispatcher(limits=limits, models=ModelCache(loader), session_factory=session_factory)

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.dispatch.base import DispatchLimits, FollowedElsewhere, JobHandle, record_latency
+from bot.dispatch.base import FollowedElsewhere, JobHandle, record_latency
 from bot.jobs import (
     TERMINAL_EVENTS,
     Job,
@@ -27,9 +27,11 @@ from bot.jobs import (
     UserJobLimitError,
     log_job_event,
 )
+from bot.protocol.limits import DispatchLimits
+from bot.protocol.usage import record_outcome
 from bot.worker.fairness import FairQueue
 from bot.worker.models import ModelCache
-from bot.worker.runner import BatchRunner, Outcome, record_outcome
+from bot.worker.runner import BatchRunner, Outcome
 
 log = logging.getLogger(__name__)
 

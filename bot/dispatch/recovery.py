@@ -29,15 +29,16 @@ import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.dispatch.base import Dispatcher, FollowedElsewhere, JobHandle
 from bot.jobs import ImagineJob, JobFailed, JobRejectedError, consecutive_seeds, log_job_event
-
-if TYPE_CHECKING:
-    from registry.models import Usage
+from bot.protocol.usage import advance_usage, record_end, usage_status
+from registry.models import Usage, utcnow
+from registry.usage import undelivered_usages, unfinished_usages
+from stylecodes.codec import parse_code
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ def shard_owner(shard_count: int, shard_ids: Iterable[int]) -> Owns | None:
 
 def job_from_usage(usage: Usage) -> ImagineJob:
     """Rebuild an imagine job from its usage row: the row holds the whole request (seeds seed..seed+count-1)."""
-    from stylecodes.codec import parse_code
     from stylecodes.requests import GenerationRequest
     from stylecodes.styles import CodeStyle
 
@@ -126,10 +126,6 @@ async def recover_unfinished(
 
     Returns when every row is settled: jobs another live bot process follows are waited for (see above).
     """
-    from bot.worker.runner import advance_usage, record_end, usage_status
-    from registry.models import utcnow
-    from registry.usage import undelivered_usages, unfinished_usages
-
     def ours(rows: list[Usage]) -> list[Usage]:
         return [usage for usage in rows if owns is None or owns(usage)]
 

@@ -26,7 +26,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -37,54 +37,23 @@ from bot.config import (
     StartupError,
     check_database,
     data_dir_unusable,
-    error_text,
     load_settings,
     redis_unreachable,
     resolve_device,
     resolve_dtype,
 )
-from bot.dispatch.base import DispatchLimits
-from bot.dispatch.redis_streams import WORKER_BEAT_S, Periodic, RedisKeys, beat
 from bot.metrics import start_metrics_server
+from bot.protocol.limits import DispatchLimits
+from bot.protocol.periodic import Periodic
+from bot.protocol.streams import WORKER_BEAT_S, RedisKeys, beat
 from bot.worker.gpu_lease import DEFAULT_TTL_S, Gpu, GpuLease, visible_gpus
-from bot.worker.models import EngineLoader, ModelCache, default_engine_loader
+from bot.worker.models import EngineLoader, ModelCache, default_engine_loader, preload_models
 from bot.worker.redis_worker import RedisWorker, default_consumer_name
+from registry.db import create_engine, create_session_factory
 
 log = logging.getLogger("bot.worker")
 
 REDIS_CONNECT_TIMEOUT_S = 10.0  # a black-holed Redis host fails the start instead of hanging it
-
-
-def preload_models(models: ModelCache, versions: Iterable[int]) -> dict[int, bool]:
-    """Load every version now, so no job waits for it, and say once per version whether its images are
-    safety-checked. Blocks (downloads, GPU upload): run it in a thread. Returns version -> has a checker.
-
-    Used by the workers and by the embedded bot (`python -m bot`), whose in-process worker serves the same way.
-    """
-    checked: dict[int, bool] = {}
-    for version in versions:
-        try:
-            engine = models.get(version)
-        except Exception as exc:
-            raise StartupError(model_load_failed(version, exc)) from exc
-        checked[version] = bool(engine.has_safety_checker)
-        log.info("event=model_ready version=%d safety_checker=%s", version, checked[version])
-        if not checked[version]:
-            log.warning(
-                "model version %d has no safety checker: generated images are not screened for NSFW content",
-                version,
-            )
-    return checked
-
-
-def model_load_failed(version: int, exc: BaseException) -> str:
-    return (
-        f"Could not load model version {version}: {error_text(exc)}. "
-        "Version 1 downloads from the Hugging Face Hub (about 7.5 GB, into HF_HOME) unless "
-        "STYLECODES_V1_BASE_MODEL, STYLECODES_V1_CHECKPOINT and STYLECODES_V1_IMAGE_ENCODER point at local "
-        "copies; offline hosts also set HF_HUB_OFFLINE=1 (docs/operations.md, \"Offline sites\"). "
-        "STYLECODES_MODEL_VERSION=0 runs the demo model, which needs no download."
-    )
 
 
 class WorkerProcess:
@@ -144,8 +113,6 @@ class WorkerProcess:
 
     async def run(self) -> int:
         """Serve until stopped. Returns the exit status; a `StartupError` says what to fix."""
-        from registry.db import create_engine, create_session_factory
-
         settings = self.settings
         assert settings.redis_url, "the worker needs STYLECODES_REDIS_URL"
         try:

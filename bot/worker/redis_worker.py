@@ -7,6 +7,8 @@ the batch, store each result (registry) and only then publish it and XACK (one L
 held, a heartbeat resets their idle time (XCLAIM JUSTID), so only a worker that really stopped loses them;
 the same heartbeat tells the bots this worker is live and refreshes the queue-depth gauge. A job delivered
 more than `max_deliveries` times is failed with the reason, instead of crashing workers forever.
+
+The Redis calls themselves are `bot.worker.consumer.StreamConsumer`'s; this module decides what to do.
 """
 
 from __future__ import annotations
@@ -14,76 +16,32 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
-import socket
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot import metrics
-from bot.dispatch.base import DispatchLimits
-from bot.dispatch.redis_streams import (
-    DEFAULT_RESULT_TTL_S,
-    FINISH_SCRIPT,
-    GROUP,
-    WORKER_BEAT_S,
-    Periodic,
-    RedisKeys,
-    beat,
-    encode_event,
-)
-from bot.jobs import Job, JobEvent, JobFailed, JobStarted, job_from_dict, log_job_event
+from bot.jobs import Job, JobEvent, JobFailed, job_from_dict, log_job_event
+from bot.protocol.limits import DispatchLimits
+from bot.protocol.periodic import Periodic
+from bot.protocol.streams import DEFAULT_RESULT_TTL_S, WORKER_BEAT_S, RedisKeys
+from bot.protocol.usage import FINISHED_STATUSES, record_end, record_outcome
+from bot.worker.consumer import Delivery, StreamConsumer, default_consumer_name
 from bot.worker.fairness import FairQueue
 from bot.worker.models import ModelCache
-from bot.worker.runner import FINISHED_STATUSES, BatchRunner, Outcome, record_end, record_outcome
+from bot.worker.runner import BatchRunner, Outcome
 
 log = logging.getLogger(__name__)
 
 REDIS_RETRY_S = 2.0
-DEPARTED_AFTER_S = 24 * 3600  # a consumer silent this long, holding nothing, belonged to a stopped process
 UNREADABLE = (
     "The worker could not read this job ({why}), so it could not run. Please run it again; if it keeps "
     "happening, tell the bot's operators."
 )
-
-# Give a job back: a copy at the end of the version's `returned` stream, the original acked and deleted, in
-# one step, and only while this consumer still holds it (so it is never duplicated).
-# KEYS: from_stream, returned_stream, job. ARGV: group, message_id, consumer, job_json, job_id, submitted_at,
-# deliveries (attempts so far, not counting this delivery). -> the new entry id, or nil
-RETURN_SCRIPT = """
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
-if #pending == 0 or pending[1][2] ~= ARGV[3] then return false end
-local id = redis.call('XADD', KEYS[2], '*', 'job', ARGV[4], 'job_id', ARGV[5], 'submitted_at', ARGV[6],
-                      'deliveries', ARGV[7])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if redis.call('EXISTS', KEYS[3]) == 1 then redis.call('HSET', KEYS[3], 'entry', KEYS[2] .. ' ' .. id) end
-return id
-"""
-
-
-@dataclass
-class Delivery:
-    """A job this worker holds: where it came from (for the XACK), and how often it was delivered."""
-
-    job: Job
-    stream: str
-    message_id: str
-    submitted_at: float | None
-    fields: dict
-    deliveries: int = 1
-
-
-def default_consumer_name() -> str:
-    """host:pid:random, unique per process, and the pid lets an operator (or a test) find the process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class RedisWorker:
@@ -102,23 +60,20 @@ class RedisWorker:
         step_delay_s: float = 0.0,
         read_block_ms: int = 500,
     ) -> None:
-        self.redis = redis  # decode_responses=True
         self.limits = limits
         self.models = models
-        self.session_factory = session_factory
-        self.keys = keys or RedisKeys()
         self.consumer = consumer or default_consumer_name()
+        self.io = StreamConsumer(
+            redis, keys or RedisKeys(), self.consumer, limits.served_versions, result_ttl_s=result_ttl_s
+        )
         self.idle_timeout_s = idle_timeout_s
         self.max_deliveries = max_deliveries
-        self.result_ttl_s = result_ttl_s
         self.read_block_ms = read_block_ms
-        self._finish_script = redis.register_script(FINISH_SCRIPT)
-        self._return_script = redis.register_script(RETURN_SCRIPT)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stylecodes-engine")
         self._runner = BatchRunner(
             models=models,
             session_factory=session_factory,
-            publish=self._publish,
+            publish=self.io.publish,
             executor=self._executor,
             progress_interval_s=limits.progress_interval_s,
             step_delay_s=step_delay_s,
@@ -130,35 +85,14 @@ class RedisWorker:
 
     @property
     def streams(self) -> dict[int, str]:
-        return {version: self.keys.stream(version) for version in self.limits.served_versions}
-
-    @property
-    def returned_streams(self) -> dict[int, str]:
-        return {version: self.keys.returned(version) for version in self.limits.served_versions}
-
-    def _version_of(self, stream: str) -> int:
-        for version in self.limits.served_versions:
-            if stream in (self.keys.stream(version), self.keys.returned(version)):
-                return version
-        raise ValueError(f"{stream} is not a stream this worker reads")
-
-    @property
-    def _all_streams(self) -> list[str]:
-        return [*self.returned_streams.values(), *self.streams.values()]  # returned first: older jobs
+        return self.io.streams
 
     # --- Lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Join the consumer group of every served version (creating streams and groups when missing)."""
-        for stream in self._all_streams:
-            try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
-            # Visible in XINFO CONSUMERS from now on, not only after its first delivery.
-            await self.redis.xgroup_createconsumer(stream, GROUP, self.consumer)
-        await self._beat()  # live from now on: the bots accept jobs for these versions
+        await self.io.join()
+        await self.io.beat()  # live from now on: the bots accept jobs for these versions
         await self._update_queue_depth()
         log.info("worker %s serving versions %s", self.consumer, list(self.streams))
 
@@ -183,11 +117,8 @@ class RedisWorker:
         finally:
             await heartbeat.stop()  # so no beat lands after the unregistering below
             self._executor.shutdown(wait=False, cancel_futures=True)
-            try:  # no longer live: bots stop queueing for us (when no other worker serves the version)
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for version in self.streams:
-                        pipe.zrem(self.keys.workers(version), self.consumer)
-                    await pipe.execute()
+            try:
+                await self.io.leave()
             except Exception:
                 log.warning("could not unregister worker %s; it counts as live a few more seconds", self.consumer)
 
@@ -200,11 +131,11 @@ class RedisWorker:
             taken += await self.reclaim()
         room = self.limits.max_batch_size - len(taken)
         if room > 0:  # jobs given back first: they are older than any in the main streams
-            taken += await self._read(list(self.returned_streams.values()), count=room, block=False)
+            taken += await self._read(list(self.io.returned_streams.values()), count=room, block=False)
         room = self.limits.max_batch_size - len(taken)
         if room > 0:
             # Nothing yet: wait for new jobs, or for jobs another worker gives back.
-            streams = list(self.streams.values()) if taken else self._all_streams
+            streams = list(self.streams.values()) if taken else self.io.all_streams
             taken += await self._read(streams, count=room, block=not taken)
         if taken:
             batch = await self._pick(taken)
@@ -214,57 +145,31 @@ class RedisWorker:
     # --- Taking jobs -------------------------------------------------------------------------------
 
     async def _read(self, streams: list[str], *, count: int, block: bool) -> list[Delivery]:
-        response = await self.redis.xreadgroup(
-            GROUP,
-            self.consumer,
-            {stream: ">" for stream in streams},
-            count=count,
-            block=self.read_block_ms if block else None,
-        )
+        entries = await self.io.read(streams, count=count, block_ms=self.read_block_ms if block else None)
         taken = []
-        for stream, entries in response or []:
-            for message_id, fields in entries:
-                delivery = await self._take(stream, message_id, fields)
-                if delivery is not None:
-                    taken.append(delivery)
+        for stream, message_id, fields in entries:
+            delivery = await self._take(stream, message_id, fields)
+            if delivery is not None:
+                taken.append(delivery)
         return taken
 
     async def reclaim(self) -> list[Delivery]:
         """Take over jobs pending on a silent consumer for longer than the idle timeout."""
         min_idle_ms = int(self.idle_timeout_s * 1000)
         taken = []
-        for stream in self._all_streams:
-            version = self._version_of(stream)
-            start = "0-0"
-            while True:
-                next_start, messages, deleted = await self.redis.xautoclaim(
-                    stream, GROUP, self.consumer, min_idle_time=min_idle_ms, start_id=start, count=50
-                )
-                for message_id in deleted or []:  # entry gone (deleted by hand, trimmed): fail its job
+        for stream in self.io.all_streams:
+            version = self.io.version_of(stream)
+            async for messages, deleted in self.io.claim_idle(stream, min_idle_ms):
+                for message_id in deleted:  # entry gone (deleted by hand, trimmed): fail its job
                     await self._entry_deleted(stream, message_id)
                 for message_id, fields in messages:
-                    times = await self._delivery_count(stream, message_id)
+                    times = await self.io.delivery_count(stream, message_id)
                     metrics.JOBS_RECLAIMED.labels(str(version)).inc()
                     delivery = await self._take(stream, message_id, fields, times_delivered=times)
                     if delivery is not None:
                         taken.append(delivery)
-                if next_start in ("0-0", b"0-0"):
-                    break
-                start = next_start
-        await self.forget_departed_consumers()
+        await self.io.forget_departed_consumers()
         return taken
-
-    async def forget_departed_consumers(self) -> None:
-        """Drop consumers of stopped processes: nothing pending, silent for `DEPARTED_AFTER_S` (else XINFO grows)."""
-        for stream in self._all_streams:
-            for consumer in await self.redis.xinfo_consumers(stream, GROUP):
-                idle_s = consumer["idle"] / 1000
-                if consumer["name"] != self.consumer and consumer["pending"] == 0 and idle_s > DEPARTED_AFTER_S:
-                    await self.redis.xgroup_delconsumer(stream, GROUP, consumer["name"])
-
-    async def _delivery_count(self, stream: str, message_id: str) -> int:
-        pending = await self.redis.xpending_range(stream, GROUP, min=message_id, max=message_id, count=1)
-        return int(pending[0]["times_delivered"]) if pending else 1
 
     async def _take(self, stream: str, message_id: str, fields: dict, *, times_delivered: int = 1) -> Delivery | None:
         """The entry as a held `Delivery`, or None when it must not run here (handled already, or ours already)."""
@@ -276,8 +181,8 @@ class RedisWorker:
             return None
         if job.job_id in self._held:  # our own job, claimed back: already taken or running. Before the limit!
             return None
-        if await self.redis.hget(self.keys.job(job.job_id), "state") in FINISHED_STATUSES:
-            await self._drop(stream, message_id)  # a leftover copy of a job that ended: nothing to run or tell
+        if await self.io.job_state(job.job_id) in FINISHED_STATUSES:
+            await self.io.drop(stream, message_id)  # a leftover copy of a job that ended: nothing to run or tell
             return None
         submitted_at = float(fields["submitted_at"]) if fields.get("submitted_at") else None
         # A job given back by a busy worker keeps the deliveries it had; giving back is no attempt.
@@ -302,25 +207,8 @@ class RedisWorker:
             pool.push(delivery.job)
         batch = pool.pop_batch(self.limits.max_batch_size)
         for job in pool.jobs():
-            await self._give_back(self._held.pop(job.job_id))
+            await self.io.give_back(self._held.pop(job.job_id))
         return batch
-
-    async def _give_back(self, delivery: Delivery) -> None:
-        job = delivery.job
-        version = self._version_of(delivery.stream)
-        new_id = await self._return_script(
-            keys=[delivery.stream, self.keys.returned(version), self.keys.job(job.job_id)],
-            args=[
-                GROUP,
-                delivery.message_id,
-                self.consumer,
-                delivery.fields["job"],
-                job.job_id,
-                delivery.fields.get("submitted_at") or "",
-                delivery.deliveries - 1,
-            ],
-        )
-        log_job_event("returned", job.job_id, worker=self.consumer, entry=new_id or "lost")
 
     # --- Entries that cannot run ---------------------------------------------------------------------
 
@@ -336,45 +224,22 @@ class RedisWorker:
 
     async def _entry_deleted(self, stream: str, message_id: str) -> None:
         """A pending entry vanished from its stream: find its job (the `entry` its record keeps) and fail it."""
-        ids = sorted(await self.redis.smembers(self.keys.active))
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hget(self.keys.job(job_id), "entry")
-            entries = await pipe.execute()
-        job_id = next((i for i, entry in zip(ids, entries, strict=True) if entry == f"{stream} {message_id}"), None)
+        job_id = await self.io.job_of_entry(stream, message_id)
         await self._fail_entry(stream, message_id, job_id, "its queue entry was deleted from Redis")
 
     async def _fail_entry(self, stream: str, message_id: str, job_id: str | None, why: str) -> None:
         """Fail the job of a broken entry (usage row first, then publish + release + XACK); drop the entry."""
-        record = (
-            await self.redis.hmget(self.keys.job(job_id), "user_id", "version", "kind", "state") if job_id else None
-        )
+        record = await self.io.job_record(job_id) if job_id else None
         if record is None or record[0] is None or record[3] in FINISHED_STATUSES:
             log.error("dropping entry %s of %s: no unfinished job to fail (job id %s)", message_id, stream, job_id)
-            await self._drop(stream, message_id)
+            await self.io.drop(stream, message_id)
             return
+        assert job_id is not None
         user_id, version, kind, _state = record
         event = JobFailed(UNREADABLE.format(why=why), JobFailed.BAD_INPUT)
         await self._runner.store_usage(job_id, event)  # as the runner stores any failure; raises: retried later
-        keys = self.keys
-        await self._finish_script(
-            keys=[
-                keys.active,
-                keys.user(user_id),
-                keys.waiting(version),
-                keys.job(job_id),
-                keys.events(job_id),
-                stream,
-            ],
-            args=[job_id, GROUP, message_id, "failed", encode_event(event), self.result_ttl_s, ""],
-        )
+        await self.io.finish(job_id, user_id, version, stream, message_id, event)
         record_end(job_id, kind or "unknown", version, event)
-
-    async def _drop(self, stream: str, message_id: str) -> None:
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.xack(stream, GROUP, message_id)
-            pipe.xdel(stream, message_id)
-            await pipe.execute()
 
     # --- Running -----------------------------------------------------------------------------------
 
@@ -393,9 +258,8 @@ class RedisWorker:
     async def _start(self, job: Job) -> bool:
         """Mark the job started; False (and the job ended) when it must not run."""
         delivery = self._held[job.job_id]
-        state = await self.redis.hget(self.keys.job(job.job_id), "state")
-        if state in FINISHED_STATUSES:  # its outcome is in its event stream already (given up, or a duplicate)
-            await self._drop(delivery.stream, delivery.message_id)
+        if await self.io.job_state(job.job_id) in FINISHED_STATUSES:  # its outcome is out already (a duplicate)
+            await self.io.drop(delivery.stream, delivery.message_id)
             self._held.pop(job.job_id, None)
             return False
         ended = await self._runner.start_job(job, queued_at=delivery.submitted_at, worker=self.consumer)
@@ -426,37 +290,8 @@ class RedisWorker:
 
     async def _ack(self, delivery: Delivery, event: JobEvent) -> None:
         job = delivery.job
-        keys = self.keys
-        await self._finish_script(
-            keys=[
-                keys.active,
-                keys.user(job.user_id),
-                keys.waiting(job.version),
-                keys.job(job.job_id),
-                keys.events(job.job_id),
-                delivery.stream,
-            ],
-            args=[
-                job.job_id,
-                GROUP,
-                delivery.message_id,
-                "done" if not isinstance(event, JobFailed) else "failed",
-                encode_event(event),
-                self.result_ttl_s,
-                "",
-            ],
-        )
+        await self.io.finish(job.job_id, job.user_id, job.version, delivery.stream, delivery.message_id, event)
         self._held.pop(job.job_id, None)
-
-    async def _publish(self, job: Job, event: JobEvent) -> None:
-        """Progress and `JobStarted` (terminal events go through `_ack`)."""
-        keys = self.keys
-        async with self.redis.pipeline(transaction=True) as pipe:
-            if isinstance(event, JobStarted):
-                pipe.hset(keys.job(job.job_id), mapping={"state": "running", "worker": self.consumer})
-                pipe.zrem(keys.waiting(job.version), job.job_id)
-            pipe.xadd(keys.events(job.job_id), {"event": encode_event(event)})
-            await pipe.execute()
 
     # --- Upkeep ------------------------------------------------------------------------------------
 
@@ -466,31 +301,12 @@ class RedisWorker:
 
     async def _heartbeat(self) -> None:
         """Tell the bots we are live, keep the jobs we hold (nobody reclaims them), refresh the queue depth."""
-        await self._beat()
-        await self._refresh_held()
+        await self.io.beat()
+        await self.io.keep(list(self._held.values()))
         await self._update_queue_depth()
 
-    async def _beat(self) -> None:
-        await beat(self.redis, self.keys, self.consumer, self.streams, forget_after_s=DEPARTED_AFTER_S)
-
-    async def _refresh_held(self) -> None:
-        by_stream: dict[str, set[str]] = {}
-        for delivery in list(self._held.values()):
-            by_stream.setdefault(delivery.stream, set()).add(delivery.message_id)
-        for stream, ids in by_stream.items():
-            pending = await self.redis.xpending_range(
-                stream, GROUP, min="-", max="+", count=1000, consumername=self.consumer
-            )
-            ours = [entry["message_id"] for entry in pending if entry["message_id"] in ids]
-            if ours:
-                await self.redis.xclaim(stream, GROUP, self.consumer, min_idle_time=0, message_ids=ours, justid=True)
-
     async def _update_queue_depth(self) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for version in self.limits.served_versions:
-                pipe.zcard(self.keys.waiting(version))
-            depths = await pipe.execute()
-        for version, depth in zip(self.limits.served_versions, depths, strict=True):
+        for version, depth in (await self.io.queue_depths()).items():
             metrics.QUEUE_DEPTH.labels(str(version)).set(depth)
 
     def health(self) -> dict:

@@ -37,20 +37,20 @@ from bot.jobs import (
     job_size,
     log_job_event,
 )
+from bot.protocol.usage import TerminalEvent, advance_usage, stored_failure
 from bot.worker.models import ModelCache
-from stylecodes.images import png_bytes
+from registry.styles import set_revision_preview
+from stylecodes.images import ImageError, load_image, png_bytes
 
 log = logging.getLogger(__name__)
 
 Publish = Callable[[Job, JobEvent], Awaitable[None]]
-TerminalEvent = JobDone | JobFailed
 
 
 @dataclass
 class Outcome:
     job: Job
     event: TerminalEvent
-
 
 
 def preview_grid_webp(images: list[Image.Image]) -> bytes:
@@ -149,8 +149,6 @@ class BatchRunner:
         return outcomes
 
     def _encode_blocking(self, batch: list[EncodeJob]) -> list[Outcome]:
-        from stylecodes.images import ImageError, load_image
-
         events: dict[str, TerminalEvent] = {}
         readable: list[EncodeJob] = []
         images: list[Image.Image] = []
@@ -236,8 +234,6 @@ class BatchRunner:
         """Persist the outcome: revision preview, usage row done/failed. Raises if the database does."""
         job, event = outcome.job, outcome.event
         if isinstance(event, JobDone) and isinstance(event.payload, PreviewResult):
-            from registry.styles import set_revision_preview
-
             async with self.session_factory() as session:
                 await set_revision_preview(session, event.payload.revision_id, event.payload.grid_webp)
                 await session.commit()
@@ -250,67 +246,3 @@ class BatchRunner:
             await advance_usage(self.session_factory, job_id, "done")
         else:
             await advance_usage(self.session_factory, job_id, "failed", error=event.reason)
-
-
-FINISHED_STATUSES = ("done", "failed", "cancelled")
-
-
-async def advance_usage(
-    session_factory: async_sessionmaker[AsyncSession], job_id: str, status: str, *, error: str | None = None
-) -> str | None:
-    """Move the usage row to `status` unless it is there already or has ended; returns its status afterwards.
-
-    Idempotent, because a redelivered Redis job may pass here twice; a finished row never changes
-    again, so a job is `done` at most once. None when the bot recorded no usage row for the job.
-    """
-    from registry.errors import InvalidStatusError, UsageNotFoundError
-    from registry.usage import get_usage, set_usage_status
-
-    async with session_factory() as session:
-        try:  # the usual case in one statement: the row moves on
-            await set_usage_status(session, job_id, status, error=error)
-            return status
-        except UsageNotFoundError:
-            log.warning("job %s has no usage row; its history is not recorded", job_id)
-            return None
-        except InvalidStatusError:  # already there, or finished: leave it as it is
-            return (await get_usage(session, job_id)).status
-
-
-async def usage_status(session_factory: async_sessionmaker[AsyncSession], job_id: str) -> str | None:
-    """The usage row's status; None when the bot recorded no row for the job (encodes, previews)."""
-    from registry.errors import UsageNotFoundError
-    from registry.usage import get_usage
-
-    async with session_factory() as session:
-        try:
-            return (await get_usage(session, job_id)).status
-        except UsageNotFoundError:
-            return None
-
-
-async def stored_failure(session_factory: async_sessionmaker[AsyncSession], job_id: str) -> str:
-    """The user-facing reason of a job the registry has as failed or cancelled."""
-    from registry.usage import get_usage
-
-    async with session_factory() as session:
-        usage = await get_usage(session, job_id)
-    if usage.status == "cancelled":
-        return "This job was cancelled."
-    return usage.error or "This job failed."
-
-
-def record_outcome(job: Job, event: TerminalEvent) -> None:
-    """Metrics and the structured log line for a job's end (also used for jobs failed outside a batch)."""
-    record_end(job.job_id, job.kind, job.version, event)
-
-
-def record_end(job_id: str, kind: str, version: int | str, event: TerminalEvent) -> None:
-    """`record_outcome` for a job known only by its id, kind and version (a broken queue entry, a restart)."""
-    outcome = "done" if isinstance(event, JobDone) else "failed"
-    metrics.JOBS_FINISHED.labels(kind, outcome).inc()
-    if isinstance(event, JobFailed):
-        metrics.JOB_FAILURES.labels(event.code).inc()
-        log_job_event("failed", job_id, kind=kind, version=version, code=event.code, reason=event.reason)
-    else:
-        log_job_event("done", job_id, kind=kind, version=version)

@@ -48,8 +48,8 @@ def clean_clone(tmp_path_factory) -> Path:
 def test_a_clean_clone_imports_every_entry_point(clean_clone):
     # From the clone's root, Python imports the clone's packages, not this working tree's.
     script = (
-        "import stylecodes.cli, registry, bot.app, bot.worker.__main__, bot.__main__; "
-        "print(stylecodes.cli.__file__, registry.__file__, bot.app.__file__)"
+        "import stylecodes.cli, registry, bot.frontend.app, bot.worker.__main__, bot.__main__; "
+        "print(stylecodes.cli.__file__, registry.__file__, bot.frontend.app.__file__)"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from bot.config import Settings, StartupError, resolve_device, resolve_dtype
-from bot.dispatch.redis_streams import GROUP, RedisKeys
+from bot.protocol.streams import GROUP, RedisKeys
 from bot.worker.__main__ import WorkerProcess
 from bot.worker.gpu_lease import Gpu, GpuLease
 from tests.bot.conftest import free_port

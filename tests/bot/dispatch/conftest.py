@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.dispatch.redis_streams import RedisDispatcher, RedisKeys
+from bot.dispatch.redis_streams import RedisDispatcher
+from bot.protocol.streams import RedisKeys
 from tests.bot.dispatch.helpers import mark_live, redis_limits
 
 

@@ -79,7 +79,7 @@ async def record(session_factory, job: ImagineJob, *, revision_id: int | None = 
 
 async def taken_by_a_dead_worker(redis, keys, version: int = DEMO) -> str:
     """A worker that reads the next job of `version` and dies before acking it; returns the entry id."""
-    from bot.dispatch.redis_streams import GROUP
+    from bot.protocol.streams import GROUP
 
     await redis.xgroup_create(keys.stream(version), GROUP, id="0", mkstream=True)
     [[_, [(entry_id, _fields)]]] = await redis.xreadgroup(GROUP, "dead-worker", {keys.stream(version): ">"}, count=1)
@@ -173,14 +173,14 @@ class RecordingEngine:
 
 
 def redis_limits(**overrides):
-    from bot.dispatch.base import DispatchLimits
+    from bot.protocol.limits import DispatchLimits
 
     return DispatchLimits(**{"served_versions": (DEMO,), "progress_interval_s": 0.0, **overrides})
 
 
 async def mark_live(redis, keys, versions=(DEMO,), name: str = "standby") -> None:
     """Beat as a worker serving `versions` (as a worker that is loading its models does), so submits are taken."""
-    from bot.dispatch.redis_streams import beat
+    from bot.protocol.streams import beat
 
     await beat(redis, keys, name, versions)
 

@@ -8,7 +8,6 @@ import io
 import pytest
 from PIL import Image
 
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.jobs import (
     EncodeResult,
@@ -24,6 +23,7 @@ from bot.jobs import (
     UserJobLimitError,
     new_job_id,
 )
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 from stylecodes.images import load_image
 from stylecodes.versions import UnservedVersionError

@@ -6,10 +6,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.jobs import JobDone, JobFailed, UserJobLimitError
 from bot.metrics import GPU_MEMORY_BYTES, bound_port, start_metrics_server
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 from tests.bot.dispatch.helpers import encode_job, imagine_job, record
 

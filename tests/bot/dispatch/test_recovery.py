@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 from sqlalchemy import select
 
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
 from bot.dispatch.recovery import recover_unfinished, shard_of, shard_owner
 from bot.jobs import ImagineResult, JobDone
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 from tests.bot.dispatch.helpers import imagine_job, named_style, record, usage
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bot.dispatch.redis_streams import GROUP, RedisDispatcher, RedisKeys
+from bot.dispatch.redis_streams import RedisDispatcher
 from bot.jobs import (
     EncodeResult,
     ImagineResult,
@@ -29,6 +29,7 @@ from bot.jobs import (
     QueueFullError,
     UserJobLimitError,
 )
+from bot.protocol.streams import GROUP, RedisKeys
 from stylecodes.versions import UnservedVersionError
 from tests.bot.conftest import free_port
 from tests.bot.dispatch.helpers import (

@@ -18,7 +18,8 @@ ALICE = 11
 
 
 class Front:
-    """What `bot.generation` gives recovery: who was told what, and the handles it follows."""
+    """What the front end (`bot.frontend.actions.restarts`) gives recovery: who was told what, and the
+    handles it follows."""
 
     def __init__(self) -> None:
         self.resumed: dict[str, object] = {}

@@ -11,7 +11,6 @@ import pytest
 from prometheus_client import REGISTRY
 
 from bot import metrics
-from bot.dispatch.redis_streams import GROUP
 from bot.jobs import (
     EncodeJob,
     JobDone,
@@ -22,6 +21,7 @@ from bot.jobs import (
     UserJobLimitError,
     new_job_id,
 )
+from bot.protocol.streams import GROUP
 from tests.bot.dispatch.helpers import (
     RecordingEngine,
     done_count,

@@ -17,12 +17,12 @@ import pytest
 from aiohttp.abc import AbstractResolver
 from PIL import Image
 
-from bot.app import BotResources, StylecodesBot
-from bot.attachments import DISCORD_CDN_HOSTS, AttachmentPolicy
 from bot.config import Settings
-from bot.dispatch.base import DispatchLimits
 from bot.dispatch.local import LocalDispatcher
+from bot.frontend.app import BotResources, StylecodesBot
+from bot.frontend.attachments import DISCORD_CDN_HOSTS, AttachmentPolicy
 from bot.jobs import ImagineJob, new_job_id
+from bot.protocol.limits import DispatchLimits
 from bot.worker.models import ModelCache
 from tests.bot.frontend.payloads import Payloads
 from tests.bot.frontend.standin import Call, StandIn

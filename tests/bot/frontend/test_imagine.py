@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import select
 
 import registry
-from bot.app import AckGate, StylecodesBot
+from bot.frontend.app import AckGate, StylecodesBot
 from bot.jobs import new_job_id
 from stylecodes.codec import mix, parse_code
 from tests.bot.frontend.conftest import make_settings, png, slow_job
@@ -459,7 +459,7 @@ async def test_ack_gate_holds_follow_up_work_until_every_arrival_is_acknowledged
 
     real_wait_for = asyncio.wait_for
     started = time.monotonic()
-    with patch("bot.app.asyncio.wait_for", record_timeout):
+    with patch("bot.frontend.app.asyncio.wait_for", record_timeout):
         await gate.wait_turn()
     assert waits == [AckGate.MAX_WAIT_S]
     assert time.monotonic() - started >= AckGate.MAX_WAIT_S  # it did hold the work back until the bound
@@ -646,7 +646,7 @@ class TestProgress:
         return make_settings(progress_interval_s=1.0)  # the least the settings allow
 
     async def test_progress_that_comes_too_soon_is_sent_when_the_interval_ends(self, harness, monkeypatch):
-        from bot.embeds import progress_text
+        from bot.frontend.embeds import progress_text
         from bot.jobs import JobProgress, JobQueued, JobStarted
 
         async def script(job):

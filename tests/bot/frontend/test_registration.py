@@ -6,9 +6,9 @@ import discord
 import pytest
 from discord.ext import commands
 
-from bot.app import EXTENSIONS, ShardedStylecodesBot, StylecodesBot, create_bot
 from bot.config import Settings
-from bot.views import DYNAMIC_ITEMS
+from bot.frontend.app import EXTENSIONS, ShardedStylecodesBot, StylecodesBot, create_bot
+from bot.frontend.views import DYNAMIC_ITEMS
 from tests.bot.frontend.conftest import make_settings
 
 STYLECODE_SUBCOMMANDS = {

@@ -8,14 +8,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.attachments import check_attachment
-from bot.cogs.styles import style_autocomplete
-from bot.errors import UserError, defer_with_placeholder
-from bot.generation import ImagineOptions, ResolvedStyle
+from bot.frontend.actions.encode import encode_attachment
+from bot.frontend.actions.styles import style_autocomplete
+from bot.frontend.attachments import check_attachment
+from bot.frontend.errors import UserError, defer_with_placeholder
+from bot.frontend.options import ImagineOptions, ResolvedStyle
 from bot.jobs import MAX_SEED
 
 if TYPE_CHECKING:
-    from bot.app import StylecodesBot
+    from bot.frontend.app import StylecodesBot
 
 
 class Imagine(commands.Cog):
@@ -56,7 +57,7 @@ class Imagine(commands.Cog):
         await defer_with_placeholder(interaction)
         style = None
         if style_image is not None:
-            encoded = await self.bot.generations.encode_attachment(interaction, style_image)
+            encoded = await encode_attachment(self.bot, interaction, style_image)
             style = ResolvedStyle(encoded.code, encoded.code.canonical)
         options = ImagineOptions(
             prompt=prompt,

@@ -21,19 +21,23 @@ from discord import app_commands
 from discord.ext import commands
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.attachments import AttachmentPolicy
 from bot.config import Settings
 from bot.dispatch.base import Dispatcher
-from bot.errors import report_error
+from bot.frontend.actions.imagine import Generations
+from bot.frontend.actions.restarts import Restarts
+from bot.frontend.actions.styles import StyleActions
+from bot.frontend.attachments import AttachmentPolicy
+from bot.frontend.errors import report_error
+from bot.frontend.views import DYNAMIC_ITEMS
 
 log = logging.getLogger(__name__)
 
 # Loaded in this order by setup_hook; one cog per feature.
 EXTENSIONS: tuple[str, ...] = (
-    "bot.cogs.styles",  # owns the /stylecode group
-    "bot.cogs.encode",  # adds /stylecode encode to it
-    "bot.cogs.imagine",
-    "bot.cogs.settings",
+    "bot.frontend.cogs.styles",  # owns the /stylecode group
+    "bot.frontend.cogs.encode",  # adds /stylecode encode to it
+    "bot.frontend.cogs.imagine",
+    "bot.frontend.cogs.settings",
 )
 
 
@@ -114,9 +118,8 @@ class StylecodesBot(commands.Bot):
         # "always": `python -m bot --sync`; "never": tests (Discord rate-limits command updates).
         self.sync_commands_on_start: Literal["never", "changed", "always"] = "never"
         self._background: set[asyncio.Task[Any]] = set()
-        # Imported here: the generation module needs the views, the views need the bot type.
-        from bot.generation import Generations
-
+        # What commands and buttons do; the views reach them through the bot, so they import no action.
+        self.styles = StyleActions(self)
         self.generations = Generations(self)
 
     @property
@@ -124,15 +127,13 @@ class StylecodesBot(commands.Bot):
         return self.resources.settings
 
     async def setup_hook(self) -> None:
-        from bot.views import DYNAMIC_ITEMS
-
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         # Buttons and menus on old messages keep working after a restart: their custom_ids carry their state.
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.sync_commands_on_start != "never":
             await self._sync_commands(force=self.sync_commands_on_start == "always")
-        self.spawn(self.generations.recover_unfinished(), name="recover-unfinished-jobs")
+        self.spawn(Restarts(self).recover(), name="recover-unfinished-jobs")
 
     async def _sync_commands(self, *, force: bool) -> None:
         """Publish the slash commands, unless the same payload was already published from this data dir.

@@ -10,10 +10,10 @@ from discord import app_commands
 from discord.ext import commands
 
 import registry
-from bot import embeds
+from bot.frontend import embeds
 
 if TYPE_CHECKING:
-    from bot.app import StylecodesBot
+    from bot.frontend.app import StylecodesBot
 
 
 def settings_embed(settings: registry.GuildSettings) -> discord.Embed:

@@ -11,14 +11,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import embeds
-from bot.attachments import check_attachment
-from bot.cogs.styles import save_style
-from bot.errors import defer_with_placeholder
-from bot.views import encode_view
+from bot.frontend import embeds
+from bot.frontend.actions.delivery import deliver
+from bot.frontend.actions.encode import encode_attachment
+from bot.frontend.attachments import check_attachment
+from bot.frontend.errors import defer_with_placeholder
+from bot.frontend.views import encode_view
 
 if TYPE_CHECKING:
-    from bot.app import StylecodesBot
+    from bot.frontend.app import StylecodesBot
 
 
 @app_commands.command(name="encode", description="Turn a picture into a stylecode.")
@@ -35,10 +36,10 @@ async def encode(
     # Type and size come with the interaction: refuse before deferring or downloading anything.
     check_attachment(image, bot.resources.attachment_policy)
     await defer_with_placeholder(interaction)
-    encoded = await bot.generations.encode_attachment(interaction, image)
+    encoded = await encode_attachment(bot, interaction, image)
     interaction.extras["placeholder"] = False
     # In the channel instead if encoding outlived the token (a long queue), like every result.
-    await bot.generations.deliver(
+    await deliver(
         interaction,
         files=lambda: [embeds.png_file(encoded.thumbnail_png, "source.png")],
         channel_text="here is your stylecode:",
@@ -46,13 +47,13 @@ async def encode(
         view=encode_view(encoded.code),
     )
     if name is not None:
-        await save_style(interaction, name=name, code=encoded.code.canonical)
+        await bot.styles.save(interaction, name=name, code=encoded.code.canonical)
 
 
 def _stylecode_group(bot: StylecodesBot) -> app_commands.Group:
     group = bot.tree.get_command("stylecode")
     if not isinstance(group, app_commands.Group):
-        raise RuntimeError("load bot.cogs.styles (which owns /stylecode) before bot.cogs.encode")
+        raise RuntimeError("load bot.frontend.cogs.styles (which owns /stylecode) before bot.frontend.cogs.encode")
     return group
 
 

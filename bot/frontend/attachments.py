@@ -13,7 +13,7 @@ import aiohttp
 import discord
 
 from bot.config import Settings
-from bot.errors import AttachmentError
+from bot.frontend.errors import AttachmentError
 
 # Where Discord serves attachments. Anything else could be an SSRF attempt or a tracker.
 DISCORD_CDN_HOSTS: frozenset[str] = frozenset({"cdn.discordapp.com", "media.discordapp.net"})

@@ -2,25 +2,30 @@
 
 Every button and menu is a `DynamicItem`: its custom_id carries all the state it needs (a code, a job
 id, a page), so it keeps working on old messages after the bot restarts. The bot registers them all
-with `add_dynamic_items(*DYNAMIC_ITEMS)`. Errors go to the one handler in `bot.errors`.
+with `add_dynamic_items(*DYNAMIC_ITEMS)`. Errors go to the one handler in `bot.frontend.errors`.
+
+Views import no action: they reach them through the bot object (`bot.generations`, `bot.styles`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import discord
 from discord import ui
 
-from bot.errors import defer_with_placeholder, report_error
+from bot.frontend.errors import UserError, defer_with_placeholder, report_error
+from bot.frontend.options import ImagineOptions
 from stylecodes.codec import StyleCode
 
 if TYPE_CHECKING:
-    from bot.app import StylecodesBot
+    from bot.frontend.app import StylecodesBot
 
-_CODE = r"(?P<code>[A-Za-z0-9_-]{20}[0-9])"
-_JOB = r"(?P<job_id>[0-9a-f]{32})"
+# The state a custom_id carries, as the group `key` of its template.
+_CODE = r"(?P<key>[A-Za-z0-9_-]{20}[0-9])"
+_JOB = r"(?P<key>[0-9a-f]{32})"
+_USER = r"(?P<key>[0-9]{1,20})"
 
 
 def _bot(interaction: discord.Interaction) -> StylecodesBot:
@@ -40,6 +45,28 @@ class _Guarded:
         raise NotImplementedError
 
 
+class _KeyButton(_Guarded):
+    """A persistent button whose custom_id is `sc:{ACTION}:{key}`: the one piece of state it needs (a code, a
+    job id, a user id). Subclasses add `ui.DynamicItem[ui.Button]` with a template of that shape (its group
+    `key`), their look, and `run`."""
+
+    ACTION: ClassVar[str]
+    LABEL: ClassVar[str]
+    EMOJI: ClassVar[str]
+    STYLE: ClassVar[discord.ButtonStyle] = discord.ButtonStyle.secondary
+
+    def __init__(self, key: str | int, *, label: str | None = None) -> None:
+        button = ui.Button(
+            label=label or self.LABEL, emoji=self.EMOJI, style=self.STYLE, custom_id=f"sc:{self.ACTION}:{key}"
+        )
+        super().__init__(button)  # type: ignore[call-arg]  # ui.DynamicItem's, next in the subclasses' order
+        self.key = str(key)
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
+        return cls(match["key"], label=item.label)
+
+
 # --- modals --------------------------------------------------------------------------------------------
 
 
@@ -56,8 +83,6 @@ class PromptModal(_GuardedModal, title="Imagine with this style"):
         self.code = code
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        from bot.generation import ImagineOptions
-
         await defer_with_placeholder(interaction)
         await _bot(interaction).generations.imagine(
             interaction, ImagineOptions(prompt=self.prompt.value, code=self.code)
@@ -76,9 +101,7 @@ class SaveStyleModal(_GuardedModal, title="Save this style"):
         self.code = code
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        from bot.cogs.styles import save_style
-
-        await save_style(
+        await _bot(interaction).styles.save(
             interaction,
             name=self.name.value,
             code=self.code,
@@ -90,36 +113,18 @@ class SaveStyleModal(_GuardedModal, title="Save this style"):
 # --- buttons on an encode reply ------------------------------------------------------------------------
 
 
-class ImagineWithCodeButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:imagine:{_CODE}"):
-    def __init__(self, code: str) -> None:
-        super().__init__(
-            ui.Button(
-                label="Imagine with it", emoji="🎨", style=discord.ButtonStyle.primary, custom_id=f"sc:imagine:{code}"
-            )
-        )
-        self.code = code
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(match["code"])
+class ImagineWithCodeButton(_KeyButton, ui.DynamicItem[ui.Button], template=rf"sc:imagine:{_CODE}"):
+    ACTION, LABEL, EMOJI, STYLE = "imagine", "Imagine with it", "🎨", discord.ButtonStyle.primary
 
     async def run(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(PromptModal(self.code))
+        await interaction.response.send_modal(PromptModal(self.key))
 
 
-class SaveCodeButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:save:{_CODE}"):
-    def __init__(self, code: str, label: str = "Save as…") -> None:
-        super().__init__(
-            ui.Button(label=label, emoji="💾", style=discord.ButtonStyle.secondary, custom_id=f"sc:save:{code}")
-        )
-        self.code = code
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(match["code"], label=item.label or "Save as…")
+class SaveCodeButton(_KeyButton, ui.DynamicItem[ui.Button], template=rf"sc:save:{_CODE}"):
+    ACTION, LABEL, EMOJI = "save", "Save as…", "💾"  # "Save style" on an /imagine result
 
     async def run(self, interaction: discord.Interaction) -> None:
-        await interaction.response.send_modal(SaveStyleModal(self.code))
+        await interaction.response.send_modal(SaveStyleModal(self.key))
 
 
 def encode_view(code: StyleCode) -> ui.View:
@@ -132,60 +137,30 @@ def encode_view(code: StyleCode) -> ui.View:
 # --- buttons on an /imagine result ---------------------------------------------------------------------
 
 
-class RerollButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:reroll:{_JOB}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            ui.Button(label="Reroll", emoji="🎲", style=discord.ButtonStyle.primary, custom_id=f"sc:reroll:{job_id}")
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(match["job_id"])
+class RerollButton(_KeyButton, ui.DynamicItem[ui.Button], template=rf"sc:reroll:{_JOB}"):
+    ACTION, LABEL, EMOJI, STYLE = "reroll", "Reroll", "🎲", discord.ButtonStyle.primary
 
     async def run(self, interaction: discord.Interaction) -> None:
         await defer_with_placeholder(interaction)
-        await _bot(interaction).generations.reroll(interaction, self.job_id)
+        await _bot(interaction).generations.reroll(interaction, self.key)
 
 
-class VariationsButton(_Guarded, ui.DynamicItem[ui.Button], template=rf"sc:vary:{_JOB}"):
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            ui.Button(
-                label="Variations", emoji="🔀", style=discord.ButtonStyle.secondary, custom_id=f"sc:vary:{job_id}"
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(match["job_id"])
+class VariationsButton(_KeyButton, ui.DynamicItem[ui.Button], template=rf"sc:vary:{_JOB}"):
+    ACTION, LABEL, EMOJI = "vary", "Variations", "🔀"
 
     async def run(self, interaction: discord.Interaction) -> None:
         await defer_with_placeholder(interaction)
-        await _bot(interaction).generations.variations(interaction, self.job_id)
+        await _bot(interaction).generations.variations(interaction, self.key)
 
 
-class DeleteButton(_Guarded, ui.DynamicItem[ui.Button], template=r"sc:delete:(?P<user_id>[0-9]{1,20})"):
+class DeleteButton(_KeyButton, ui.DynamicItem[ui.Button], template=rf"sc:delete:{_USER}"):
     """Deletes the result message: the requester, or anyone who may manage messages in the channel."""
 
-    def __init__(self, requester_id: int) -> None:
-        super().__init__(
-            ui.Button(
-                label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=f"sc:delete:{requester_id}"
-            )
-        )
-        self.requester_id = requester_id
-
-    @classmethod
-    async def from_custom_id(cls, interaction: discord.Interaction, item: ui.Button, match: re.Match[str]):
-        return cls(int(match["user_id"]))
+    ACTION, LABEL, EMOJI, STYLE = "delete", "Delete", "🗑️", discord.ButtonStyle.danger
 
     async def run(self, interaction: discord.Interaction) -> None:
-        from bot.errors import UserError
-
         is_moderator = interaction.permissions.manage_messages
-        if interaction.user.id != self.requester_id and not is_moderator:
+        if interaction.user.id != int(self.key) and not is_moderator:
             raise UserError("Only the person who asked for these images, or a moderator, can delete them.")
         await interaction.response.defer()  # acknowledges the click; @original is now the message it is on
         try:
@@ -249,12 +224,10 @@ class BrowsePageButton(
         return cls(match["sort"], match["tag"], int(match["page"]), match["arrow"], cursor=match["cursor"])
 
     async def run(self, interaction: discord.Interaction) -> None:
-        from bot.cogs.styles import browse_message
-
         walks = self.cursor is None and self.page > 0  # one query per page before this one
         if walks:
             await interaction.response.defer()  # Discord's 3 s: acknowledge, then edit the message
-        message = await browse_message(
+        message = await _bot(interaction).styles.browse_page(
             interaction, sort=self.sort, tag=self.tag or None, page=self.page, cursor=self.cursor
         )
         if walks:
@@ -276,9 +249,7 @@ class OpenStyleSelect(_Guarded, ui.DynamicItem[ui.Select], template=r"sc:open"):
         return cls(item.options)
 
     async def run(self, interaction: discord.Interaction) -> None:
-        from bot.cogs.styles import show_style
-
-        await show_style(interaction, self.item.values[0], ephemeral=True)
+        await _bot(interaction).styles.show(interaction, self.item.values[0], ephemeral=True)
 
 
 def browse_view(sort: str, tag: str | None, page: int, *, next_cursor: str | None, names: list[str]) -> ui.View:

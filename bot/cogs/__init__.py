@@ -1,1 +1,0 @@
-"""One cog per feature, loaded by `StylecodesBot.setup_hook` from `bot.app.EXTENSIONS`."""
