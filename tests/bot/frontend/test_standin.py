@@ -5,8 +5,8 @@ from __future__ import annotations
 import discord
 import pytest
 
+from tests.bot.frontend.discord_limits import callback_problems, message_problems
 from tests.bot.frontend.payloads import CHANNEL_ID
-from tests.bot.frontend.standin import callback_problems, message_problems
 
 
 def embed(**overrides) -> dict:
