@@ -13,10 +13,8 @@ from tests.bot.frontend.helpers import CODE, done_event, script_jobs
 from tests.bot.frontend.payloads import BOB, MODERATOR
 
 
-class TestBusyWorker:
-    @pytest.fixture
-    def settings(self):
-        return make_settings(queue_cap=2, max_jobs_per_user=1, progress_interval_s=1.5)
+class TestSlowWorker:
+    """The default progress interval (1.5 s), and a worker slow enough to report progress."""
 
     @pytest.fixture
     def step_delay_s(self) -> float:
