@@ -28,6 +28,7 @@ from stylecodes.styles import CodeStyle
 
 job_log = logging.getLogger("bot.jobs")
 
+
 def consecutive_seeds(first: int, count: int) -> list[int]:
     """A job's seeds: `first` and the ones after it, wrapping past MAX_SEED.
 

@@ -39,6 +39,8 @@ from bot.protocol.usage import advance_usage, record_end, usage_status
 from registry.models import Usage, utcnow
 from registry.usage import undelivered_usages, unfinished_usages
 from stylecodes.codec import parse_code
+from stylecodes.requests import GenerationRequest
+from stylecodes.styles import CodeStyle
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +88,6 @@ def shard_owner(shard_count: int, shard_ids: Iterable[int]) -> Owns | None:
 
 def job_from_usage(usage: Usage) -> ImagineJob:
     """Rebuild an imagine job from its usage row: the row holds the whole request (seeds seed..seed+count-1)."""
-    from stylecodes.requests import GenerationRequest
-    from stylecodes.styles import CodeStyle
-
     styles = () if usage.code is None else (CodeStyle(parse_code(usage.code), usage.strength),)
     requests = [
         GenerationRequest(

@@ -21,8 +21,9 @@ from bot.frontend.actions.delivery import edit_quietly
 from bot.frontend.actions.progress import follow
 from bot.frontend.errors import UserError
 from bot.frontend.options import ImagineOptions, ResolvedStyle
-from bot.jobs import MAX_SEED, ImagineJob, consecutive_seeds, new_job_id
+from bot.jobs import ImagineJob, consecutive_seeds, new_job_id
 from registry.guild_settings import DEFAULTS as GUILD_DEFAULTS
+from stylecodes.checks import MAX_SEED
 from stylecodes.codec import parse_code
 from stylecodes.requests import GenerationRequest
 from stylecodes.styles import CodeStyle
