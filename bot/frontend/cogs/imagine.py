@@ -13,7 +13,7 @@ from bot.frontend.actions.styles import style_autocomplete
 from bot.frontend.attachments import check_attachment
 from bot.frontend.errors import UserError, defer_with_placeholder
 from bot.frontend.options import ImagineOptions, ResolvedStyle
-from stylecodes.requests import MAX_SEED
+from stylecodes.checks import MAX_SEED
 
 if TYPE_CHECKING:
     from bot.frontend.app import StylecodesBot
