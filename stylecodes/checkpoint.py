@@ -24,6 +24,8 @@ WRAPPER_KEY = "controlnet"  # the published pickle nests the state dict under th
 # The control module's three parts, as its state dict names them: every tensor of a checkpoint is in one of them.
 CONTROL_PREFIXES = ("sref_autoencoder.", "control_model.", "middle_block_out.")
 _LISTED_KEYS = 5  # how many missing/unexpected keys an error message names
+_TEXT_PROBE = 64  # bytes read to tell a text file from a checkpoint (every checkpoint format starts in binary)
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")  # what torch's safe unpickler refused
 
 
 class CheckpointError(ValueError):
@@ -36,6 +38,8 @@ def load_state_dict(path: str | Path) -> dict[str, Tensor]:
     if not path.is_file():
         raise CheckpointError(f"Checkpoint not found: {path}.")
     suffix = path.suffix.lower()
+    if suffix in (SAFETENSORS_SUFFIX, *PICKLE_SUFFIXES):
+        _refuse_text(path)
     if suffix == SAFETENSORS_SUFFIX:
         state_dict = _load_safetensors(path)
     elif suffix in PICKLE_SUFFIXES:
@@ -128,8 +132,14 @@ def _load_pickle(path: Path) -> dict[str, Tensor]:
         # Memory-map zip-format pickles (all recent torch.save files) so the 2.7 GB release is not copied twice.
         loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
+        needed = _UNSUPPORTED_GLOBAL.search(str(error))
+        if needed is None:  # not a pickle at all, or a damaged one
+            raise CheckpointError(
+                f"Could not read {path}: the file is truncated or not a torch checkpoint "
+                f"({_weights_unpickler_detail(error)}). Download it again."
+            ) from error
         raise CheckpointError(
-            f"Refusing to load {path}: the pickle contains more than tensors ({_unpickling_detail(error)}). "
+            f"Refusing to load {path}: the pickle contains more than tensors (it needs `{needed.group(1)}`). "
             "Loading it could run arbitrary code; use the published checkpoint or a `.safetensors` file."
         ) from error
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as error:
@@ -185,10 +195,30 @@ def _some(items: list[str]) -> str:
     return shown + (", ..." if len(items) > _LISTED_KEYS else "")
 
 
-def _unpickling_detail(error: BaseException) -> str:
-    """torch's message is long and advises re-running without safety; keep only what it refused."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-    return f"it needs `{match.group(1)}`" if match else _first_line(error)
+def _weights_unpickler_detail(error: BaseException) -> str:
+    """torch's message is long and advises re-running without safety; keep only what it could not read."""
+    match = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(error))
+    return match.group(1).strip()[:200] if match else _first_line(error)
+
+
+def _refuse_text(path: Path) -> None:
+    """Checkpoints are binary. A text file in their place is an LFS pointer or a saved error page: say which."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(_TEXT_PROBE)
+    except OSError as error:
+        raise CheckpointError(f"Could not read {path}: {error.strerror or error}.") from error
+    if head.startswith(b"version https://git-lfs"):
+        raise CheckpointError(
+            f"{path} is a Git LFS pointer, not the checkpoint: it comes from a clone made without Git LFS. "
+            "Download the file itself (`hf download`, or `git lfs pull` in the clone)."
+        )
+    if head and all(32 <= byte < 127 or byte in b"\t\r\n" for byte in head):
+        first_line = head.decode("ascii").strip().splitlines()[0][:60]
+        raise CheckpointError(
+            f"{path} is a text file, not a checkpoint (it begins `{first_line}`): probably an error page saved "
+            "in its place. Download it again."
+        )
 
 
 def _first_line(error: BaseException) -> str:

@@ -167,6 +167,25 @@ def test_truncated_file(tmp_path, suffix):
         load_state_dict(truncated)
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 2700000000\n", "is a Git LFS pointer"),
+        (b"<html><body>502 Bad Gateway</body></html>", r"is a text file, not a checkpoint \(it begins `<html>"),
+        (b"\x80\x02\xff\xfe binary but not a pickle", r"truncated or not a torch checkpoint \(Unsupported operand"),
+    ],
+)
+@pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
+def test_files_that_are_not_checkpoints_say_what_they_are(tmp_path, content, message, suffix):
+    path = tmp_path / f"controlnet_model_11_80000{suffix}"
+    path.write_bytes(content)
+    if suffix == ".safetensors" and content.startswith(b"\x80"):
+        message = "truncated or not a safetensors file"
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_state_dict(path)
+    assert str(path) in str(error.value) and "more than tensors" not in str(error.value)
+
+
 def test_pickle_without_a_state_dict(tmp_path):
     path = tmp_path / "tensor.bin"
     torch.save(torch.ones(3), path)
