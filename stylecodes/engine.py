@@ -6,7 +6,8 @@
     result.image.save("out.png")
 
 Loading version 1 resolves every file first (local paths from the environment, else the Hugging Face Hub, see
-`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read.
+`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read. `engine.fingerprint`
+says what exactly was loaded (sha256, source and Hub revision of the control weights); every result carries it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import PIL.Image
 import torch
 
 from stylecodes.codec import StyleCode
-from stylecodes.loaders import build_demo_pipeline, load_published_pipeline
+from stylecodes.hub import ModelFingerprint
+from stylecodes.loaders import load_model
 from stylecodes.pipelines.text_to_image import StepCallback, StyleCodesPipeline
 from stylecodes.requests import GenerationRequest
 from stylecodes.versions import DEMO_NOTICE, ModelVersionSpec, UnservedVersionError, get_spec
@@ -42,10 +44,13 @@ class GenerationResult:
 class StyleEngine:
     """A loaded model version. Not thread-safe: one `generate`/`encode` at a time (the worker is single-threaded)."""
 
-    def __init__(self, pipeline: StyleCodesPipeline, spec: ModelVersionSpec, *, base_model: str) -> None:
+    def __init__(
+        self, pipeline: StyleCodesPipeline, spec: ModelVersionSpec, *, base_model: str, fingerprint: ModelFingerprint
+    ) -> None:
         self.pipeline = pipeline
         self.spec = spec
         self.base_model = base_model
+        self.fingerprint = fingerprint  # what exactly the control weights are: sha256, source, Hub revision
 
     @property
     def version(self) -> int:
@@ -78,15 +83,12 @@ class StyleEngine:
         `checkpoint.CheckpointError`) with instructions when files are missing or unreadable.
         """
         spec = get_spec(version)
-        if spec.is_demo:
-            pipeline, base_model = build_demo_pipeline(), "demo (built in-process)"
-        else:
-            pipeline, base_model = load_published_pipeline(spec)
+        pipeline, base_model, fingerprint = load_model(spec)  # on the CPU, every file checked
         pipeline.to(torch.device(device))
         if dtype != pipeline.unet.dtype:  # (diffusers logs a spurious float32 warning on every dtype cast)
             pipeline.to(dtype=dtype)
         pipeline.set_progress_bar_config(disable=not show_progress, desc="Denoising", leave=False)
-        return cls(pipeline, spec, base_model=base_model)
+        return cls(pipeline, spec, base_model=base_model, fingerprint=fingerprint)
 
     def encode(self, images: Sequence[PIL.Image.Image]) -> list[StyleCode]:
         """Stylecodes of this version for PIL `images` (files: `stylecodes.images.load_image`), batched, in float32."""
@@ -124,7 +126,12 @@ class StyleEngine:
         for request, image, nsfw, warnings, metadata in zip(
             requests, output.images, output.nsfw_content_detected, output.warnings, output.metadata, strict=True
         ):
-            metadata = {**metadata, "model_title": self.spec.title, "base_model": self.base_model}
+            metadata = {
+                **metadata,
+                "model_title": self.spec.title,
+                "base_model": self.base_model,
+                "model_fingerprint": self.fingerprint.as_metadata(),
+            }
             if self.spec.is_demo:
                 warnings = [*warnings, f"Made with the {DEMO_NOTICE}."]
             results.append(GenerationResult(image, request, nsfw, warnings, metadata))

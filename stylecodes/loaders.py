@@ -1,19 +1,25 @@
 """Building a model version's parts from its spec: the demo's in-process components, or the published files.
 
 Version 1 resolves every file first (local paths from the environment, else the Hugging Face Hub, see
-`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read.
+`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read. Its checkpoint is then
+hashed (`hub.fingerprint`) and checked against the control module the base model needs before the base is loaded,
+so a damaged or wrong file is reported in seconds, naming the file and what to do, and never reaches a GPU.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor
 
 from stylecodes import hub
-from stylecodes.checkpoint import load_control_weights
+from stylecodes.checkpoint import CheckpointError, check_control_parts, check_state_dict, load_state_dict
 from stylecodes.demo import build_demo_components
 from stylecodes.models.control import StyleCodesControlModel
 from stylecodes.models.image_encoder import StyleImageEncoder, load_autoencoder, load_vision_model
@@ -22,6 +28,22 @@ from stylecodes.pipelines.text_to_image import StyleCodesPipeline
 from stylecodes.versions import ModelVersionSpec
 
 logger = logging.getLogger(__name__)
+
+DEMO_SOURCE = "demo (built in-process from a fixed seed)"
+
+
+class LoadedModel(NamedTuple):
+    pipeline: StyleCodesPipeline
+    base_model: str  # where the SD1.5 base came from, for metadata and messages
+    fingerprint: hub.ModelFingerprint  # what exactly the control weights are
+
+
+def load_model(spec: ModelVersionSpec) -> LoadedModel:
+    """Version `spec`'s pipeline in fp32 on the CPU: the demo built in-process, or the published files."""
+    if spec.is_demo:
+        pipeline = build_demo_pipeline()
+        return LoadedModel(pipeline, "demo (built in-process)", demo_fingerprint(pipeline.control_model))
+    return load_published_pipeline(spec)
 
 
 def load_style_image_encoder(spec: ModelVersionSpec, *, device: str | torch.device = "cpu") -> StyleImageEncoder:
@@ -33,19 +55,19 @@ def load_style_image_encoder(spec: ModelVersionSpec, *, device: str | torch.devi
         demo = build_demo_components()  # tiny: building the whole demo is cheaper than special-casing it
         encoder = StyleImageEncoder(demo.image_encoder, demo.control_model.autoencoder, version=spec.version)
     else:
-        checkpoint_path = hub.resolve_checkpoint(spec)
+        checkpoint = hub.resolve_checkpoint(spec)
         vision_model = load_vision_model(hub.resolve_image_encoder(spec))
-        autoencoder = load_autoencoder(
-            checkpoint_path,
-            spec.autoencoder_prefix,
-            input_dim=vision_model.config.hidden_size,
-            **spec.autoencoder_config,
-        )
+        with _what_to_do_about(spec, checkpoint):
+            autoencoder = load_autoencoder(
+                checkpoint.path,
+                spec.autoencoder_prefix,
+                input_dim=vision_model.config.hidden_size,
+                **spec.autoencoder_config,
+            )
         encoder = StyleImageEncoder(vision_model, autoencoder, version=spec.version)
     encoder.vision_model.to(device=device)
     encoder.autoencoder.to(device=device)
     return encoder
-
 
 
 def build_demo_pipeline() -> StyleCodesPipeline:
@@ -62,19 +84,33 @@ def build_demo_pipeline() -> StyleCodesPipeline:
     )
 
 
-def load_published_pipeline(spec: ModelVersionSpec) -> tuple[StyleCodesPipeline, str]:
+def demo_fingerprint(control_model: torch.nn.Module) -> hub.ModelFingerprint:
+    """The demo's fingerprint: the sha256 of its control weights as a safetensors file would hold them."""
+    from safetensors.torch import save
+
+    state_dict = {key: value.contiguous() for key, value in control_model.state_dict().items()}
+    return hub.ModelFingerprint(hashlib.sha256(save(state_dict)).hexdigest(), DEMO_SOURCE, revision=None)
+
+
+def load_published_pipeline(spec: ModelVersionSpec) -> LoadedModel:
     """SD1.5 base + control checkpoint + SigLIP for a published version, in fp32 on the CPU."""
     # 1. Resolve all files first: a missing one fails in seconds, with instructions.
-    checkpoint_path = hub.resolve_checkpoint(spec)
+    checkpoint = hub.resolve_checkpoint(spec)
     base = hub.resolve_base_model(spec)
     siglip_folder = hub.resolve_image_encoder(spec)
-    # 2. SD1.5 components (any fine-tune), then the control module built for its UNet, then SigLIP.
-    components = _load_base_components(base)
+    # 2. The checkpoint before the big base model: its hash (a damaged download), then its keys and shapes.
+    fingerprint = hub.fingerprint(spec, checkpoint)
     image_encoder = load_vision_model(siglip_folder)
+    width = image_encoder.config.hidden_size
+    state_dict = _read_checkpoint(spec, checkpoint, _control_layout(spec, base, autoencoder_input_dim=width))
+    # 3. SD1.5 components (any fine-tune), then the control module built for its UNet.
+    components = _load_base_components(base)
     control_model = StyleCodesControlModel.from_unet(
-        components["unet"], autoencoder_input_dim=image_encoder.config.hidden_size, **spec.autoencoder_config
+        components["unet"], autoencoder_input_dim=width, **spec.autoencoder_config
     )
-    load_control_weights(control_model, checkpoint_path)
+    with _what_to_do_about(spec, checkpoint):  # (a single file's UNet is only known now)
+        check_state_dict(control_model, state_dict, source=checkpoint.describe())
+    control_model.load_state_dict(state_dict, strict=True)
     control_model.eval().requires_grad_(False)
     pipeline = StyleCodesPipeline(
         **components,
@@ -83,7 +119,56 @@ def load_published_pipeline(spec: ModelVersionSpec) -> tuple[StyleCodesPipeline,
         image_encoder=image_encoder,
         model_version=spec.version,
     )
-    return pipeline, base.label
+    logger.info(
+        "Model version %d: control weights %s (revision %s, sha256 %s), base %s.",
+        spec.version,
+        fingerprint.source,
+        fingerprint.revision,
+        fingerprint.sha256,
+        base.label,
+    )
+    return LoadedModel(pipeline, base.label, fingerprint)
+
+
+def _control_layout(spec: ModelVersionSpec, base: hub.BaseModelSource, *, autoencoder_input_dim: int) -> Any:
+    """The control module `base` needs, on the meta device (keys and shapes only: the 517 tensors for SD1.5).
+
+    None for a single-file base: its UNet config is known only once diffusers has read the file.
+    """
+    if base.is_single_file:
+        return None
+    from diffusers import UNet2DConditionModel
+
+    try:
+        unet_config = UNet2DConditionModel.load_config(base.path, subfolder="unet")
+    except (OSError, ValueError) as exc:
+        raise hub.ModelLoadError(f"Could not load the SD1.5 base model from {base.label}: {exc}") from exc
+    with torch.device("meta"):
+        return StyleCodesControlModel.from_unet_config(
+            unet_config, autoencoder_input_dim=autoencoder_input_dim, **spec.autoencoder_config
+        )
+
+
+def _read_checkpoint(
+    spec: ModelVersionSpec, checkpoint: hub.ResolvedCheckpoint, layout: torch.nn.Module | None
+) -> dict[str, Tensor]:
+    """The checkpoint's tensors (memory-mapped for `.bin`), checked against `layout`, or else for the module's parts."""
+    with _what_to_do_about(spec, checkpoint):
+        state_dict = load_state_dict(checkpoint.path)
+        if layout is None:
+            check_control_parts(state_dict, source=checkpoint.describe())
+        else:
+            check_state_dict(layout, state_dict, source=checkpoint.describe())
+    return state_dict
+
+
+@contextmanager
+def _what_to_do_about(spec: ModelVersionSpec, checkpoint: hub.ResolvedCheckpoint) -> Iterator[None]:
+    """A `CheckpointError` also says where the file came from and how to replace it."""
+    try:
+        yield
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc} {hub.redownload_help(spec, checkpoint)}") from exc
 
 
 def _load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Torch-free, so the bot can check a code's version (and say which versions it serves) without loading a model.
 
-Version 1 loads the published release from the Hugging Face Hub on first use, or from local paths set in the
-environment for sites without Hub access (see `LocalPaths`). Version 0 is a demo model built in-process from a
-fixed seed: no download, instant, and its images are NOT meaningful (random weights).
+Version 1 loads the published release from the Hugging Face Hub on first use (its checkpoint file is picked from the
+repository's listing among `checkpoint_files`, see `stylecodes.hub`), or from local paths set in the environment for
+sites without Hub access (see `LocalPaths`). Version 0 is a demo model built in-process from a fixed seed: no
+download, instant, and its images are NOT meaningful (random weights).
 """
 
 from __future__ import annotations
@@ -31,13 +32,15 @@ class ModelVersionSpec:
     short_title: str  # for one-line messages, e.g. "serves version(s) 0 (demo, images not meaningful)"
     base_model: str | None  # Hub id of the SD1.5 base (None: built in-process)
     checkpoint_repo: str | None  # Hub repo holding the control module (incl. the autoencoder)
-    checkpoint_file: str | None
+    # The names the checkpoint may have in that repo (matched anywhere in it); the one that is there is used.
+    checkpoint_files: tuple[str, ...]
     image_encoder: str | None  # Hub id of the SigLIP vision tower
     autoencoder_prefix: str = "sref_autoencoder."  # the autoencoder's keys inside the checkpoint
     # Autoencoder settings that differ from StyleAutoencoder's defaults (which are the published release's), as
     # (name, value) pairs: `d_model`, `num_heads`, ... The input width always comes from the image encoder.
     autoencoder_overrides: tuple[tuple[str, int], ...] = ()
-    env_prefix: str | None = None  # STYLECODES_V1_ -> STYLECODES_V1_BASE_MODEL, ..._CHECKPOINT, ..._IMAGE_ENCODER
+    # STYLECODES_V1_ -> STYLECODES_V1_BASE_MODEL, ..._CHECKPOINT, ..._CHECKPOINT_FILE, ..._REVISION, ..._IMAGE_ENCODER
+    env_prefix: str | None = None
 
     @property
     def is_demo(self) -> bool:
@@ -57,6 +60,8 @@ class ModelVersionSpec:
             base_model=read("BASE_MODEL"),
             checkpoint=read("CHECKPOINT"),
             image_encoder=read("IMAGE_ENCODER"),
+            checkpoint_file=read("CHECKPOINT_FILE"),
+            revision=read("REVISION"),
         )
 
     @property
@@ -71,11 +76,18 @@ class ModelVersionSpec:
 
 @dataclass(frozen=True)
 class LocalPaths:
-    """Environment overrides. `base_model` may also be another Hub id (e.g. a fine-tune, or a moved repo)."""
+    """Environment overrides. `base_model` may also be another Hub id (e.g. a fine-tune, or a moved repo).
+
+    `checkpoint` is a local file and wins over the Hub; `checkpoint_file` names the file inside `checkpoint_repo`
+    when the listing has none or several of the known names; `revision` (branch, tag or commit hash) pins the
+    checkpoint repo's revision explicitly instead of the one recorded on first download.
+    """
 
     base_model: str | None = None
     checkpoint: str | None = None
     image_encoder: str | None = None
+    checkpoint_file: str | None = None
+    revision: str | None = None
 
 
 VERSIONS: dict[int, ModelVersionSpec] = {
@@ -85,7 +97,7 @@ VERSIONS: dict[int, ModelVersionSpec] = {
         short_title="demo, images not meaningful",
         base_model=None,
         checkpoint_repo=None,
-        checkpoint_file=None,
+        checkpoint_files=(),
         image_encoder=None,
     ),
     1: ModelVersionSpec(
@@ -95,7 +107,14 @@ VERSIONS: dict[int, ModelVersionSpec] = {
         # runwayml/stable-diffusion-v1-5, which the published demo used, moved here.
         base_model="stable-diffusion-v1-5/stable-diffusion-v1-5",
         checkpoint_repo="CiaraRowles/stylecodes",
-        checkpoint_file="controlnet_model_11_80000.bin",
+        # The published demo scripts load `controlnet_model_11_80000.bin`; a public description of the repo names
+        # `stylecodes_sd15_v1.bin` instead. Either, or a `.safetensors` of either, is accepted: the listing decides.
+        checkpoint_files=(
+            "controlnet_model_11_80000.bin",
+            "controlnet_model_11_80000.safetensors",
+            "stylecodes_sd15_v1.bin",
+            "stylecodes_sd15_v1.safetensors",
+        ),
         image_encoder="google/siglip-base-patch16-224",
         env_prefix="STYLECODES_V1_",
     ),
@@ -134,12 +153,12 @@ def _short_title(version: int) -> str:
     return spec.short_title if spec else "unknown"
 
 
-
 def local_path_help(spec: ModelVersionSpec) -> str:
     """How an offline site points version `spec.version` at local files (used in error messages and docs)."""
     return (
         f"To run without the Hugging Face Hub, download the files elsewhere and set "
-        f"{spec.env_var('CHECKPOINT')}=/path/to/{spec.checkpoint_file} (or a converted .safetensors), "
+        f"{spec.env_var('CHECKPOINT')}=/path/to/{spec.checkpoint_files[0]} (the file of {spec.checkpoint_repo}, or a "
+        f"converted .safetensors), "
         f"{spec.env_var('BASE_MODEL')}=/path/to/sd15-folder-or-file.safetensors (a diffusers folder of "
         f"{spec.base_model} or any SD1.5 fine-tune) and {spec.env_var('IMAGE_ENCODER')}=/path/to/siglip-folder "
         f"(a save of {spec.image_encoder})."

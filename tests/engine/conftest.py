@@ -108,5 +108,5 @@ def offline_hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
-    for name in ("BASE_MODEL", "CHECKPOINT", "IMAGE_ENCODER"):
+    for name in ("BASE_MODEL", "CHECKPOINT", "IMAGE_ENCODER", "CHECKPOINT_FILE", "REVISION"):
         monkeypatch.delenv(f"STYLECODES_V1_{name}", raising=False)

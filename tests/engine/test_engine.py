@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 
 import numpy as np
 import pytest
@@ -171,6 +173,8 @@ def test_encode_then_generate_with_the_code(demo_engine, style_images):
     [code] = demo_engine.encode(style_images[:1])
     [result] = demo_engine.generate([GenerationRequest("a bridge", seed=3, styles=(CodeStyle(code),), **SMALL)])
     assert result.metadata["style_code"] == code.canonical
+    assert result.metadata["model_fingerprint"] == demo_engine.fingerprint.as_metadata()
+    json.dumps(result.metadata)  # the bot stores and posts the metadata as JSON
 
 
 def test_published_style_engine_has_a_safety_checker(published_files, monkeypatch):
@@ -185,6 +189,23 @@ def test_published_style_engine_has_a_safety_checker(published_files, monkeypatc
     assert isinstance(result.nsfw, bool)
     assert not any("not meaningful" in warning for warning in result.warnings)
     assert result.metadata["base_model"] == str(published_files.base_folder)
+    checkpoint = published_files.checkpoint_safetensors
+    expected = {"sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(), "source": str(checkpoint)}
+    assert result.metadata["model_fingerprint"] == {**expected, "revision": None}  # a local file has no revision
+    assert engine.fingerprint.as_metadata() == result.metadata["model_fingerprint"]
+
+
+def test_demo_fingerprint_is_the_same_for_every_build(demo_engine):
+    from stylecodes.demo import build_demo_components
+    from stylecodes.loaders import demo_fingerprint
+
+    fingerprint = demo_engine.fingerprint
+    assert len(fingerprint.sha256) == 64 and fingerprint.source.startswith("demo") and fingerprint.revision is None
+    rebuilt = build_demo_components().control_model
+    assert demo_fingerprint(rebuilt) == fingerprint  # built from a fixed seed: the same weights every time
+    with torch.no_grad():
+        rebuilt.middle_block_out.bias.add_(1e-3)
+    assert demo_fingerprint(rebuilt).sha256 != fingerprint.sha256
 
 
 def test_encoding_without_an_image_encoder_says_so(demo_engine, monkeypatch):

@@ -23,7 +23,13 @@ def test_the_codec_accepts_exactly_the_versions_in_the_table():
 def test_published_version_points_at_the_release():
     spec = VERSIONS[1]
     assert spec.base_model == "stable-diffusion-v1-5/stable-diffusion-v1-5"
-    assert (spec.checkpoint_repo, spec.checkpoint_file) == ("CiaraRowles/stylecodes", "controlnet_model_11_80000.bin")
+    assert spec.checkpoint_repo == "CiaraRowles/stylecodes"
+    assert spec.checkpoint_files == (
+        "controlnet_model_11_80000.bin",
+        "controlnet_model_11_80000.safetensors",
+        "stylecodes_sd15_v1.bin",
+        "stylecodes_sd15_v1.safetensors",
+    )
     assert spec.image_encoder == "google/siglip-base-patch16-224"
     assert spec.autoencoder_prefix == "sref_autoencoder."
     assert not spec.is_demo
@@ -57,8 +63,11 @@ def test_local_paths_come_from_the_environment():
         "STYLECODES_V1_BASE_MODEL": "/models/sd15",
         "STYLECODES_V1_CHECKPOINT": " /models/stylecodes.safetensors ",
         "STYLECODES_V1_IMAGE_ENCODER": "",
+        "STYLECODES_V1_CHECKPOINT_FILE": "stylecodes_sd15_v1.bin",
+        "STYLECODES_V1_REVISION": "v1.0",
     }
     paths = spec.local_paths(env)
+    assert (paths.checkpoint_file, paths.revision) == ("stylecodes_sd15_v1.bin", "v1.0")
     assert paths.base_model == "/models/sd15"
     assert paths.checkpoint == "/models/stylecodes.safetensors"
     assert paths.image_encoder is None  # empty means unset: use the Hub
@@ -70,7 +79,9 @@ def test_env_checkpoint_path_is_used_and_checked(monkeypatch, tmp_path):
     checkpoint = tmp_path / "control.safetensors"
     checkpoint.write_bytes(b"x")
     monkeypatch.setenv("STYLECODES_V1_CHECKPOINT", str(checkpoint))
-    assert hub.resolve_checkpoint(spec) == checkpoint
+    resolved = hub.resolve_checkpoint(spec)
+    assert (resolved.path, resolved.repo, resolved.revision) == (checkpoint, None, None)
+    assert resolved.source == str(checkpoint)
     monkeypatch.setenv("STYLECODES_V1_CHECKPOINT", str(tmp_path / "missing.bin"))
     with pytest.raises(hub.ModelLoadError, match=r"STYLECODES_V1_CHECKPOINT=.*missing.bin is not a file"):
         hub.resolve_checkpoint(spec)
@@ -122,7 +133,7 @@ def test_offline_without_cache_says_how_to_use_local_paths(offline_hub):
     with pytest.raises(hub.ModelLoadError) as caught:
         StyleEngine.load(1)
     message = str(caught.value)
-    assert "CiaraRowles/stylecodes/controlnet_model_11_80000.bin is not in the local Hugging Face cache" in message
+    assert "CiaraRowles/stylecodes is not in the local Hugging Face cache" in message
     assert "HF_HUB_OFFLINE" in message
     for variable in ("STYLECODES_V1_CHECKPOINT", "STYLECODES_V1_BASE_MODEL", "STYLECODES_V1_IMAGE_ENCODER"):
         assert variable in message
