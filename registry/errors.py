@@ -91,3 +91,8 @@ class InvalidVisibilityError(RegistryError):
 
 class InvalidPreviewError(RegistryError):
     """A preview image is not WebP or is too large."""
+
+
+class MissingExtensionError(RegistryError):
+    """The PostgreSQL server lacks an extension the registry needs (pgvector, pg_trgm), or this database
+    user may not create it. The message says which one and how to install or enable it."""

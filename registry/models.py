@@ -29,7 +29,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.dialects.postgresql import base as postgresql_base
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import UserDefinedType
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -50,8 +52,13 @@ TAG_MAX = 24
 TAGS_MAX = 8
 NOTE_MAX = 200
 
-# Created by the initial migration with dialect-specific SQL; the drift check ignores them.
-DIALECT_SPECIFIC_OBJECTS = frozenset({"style_fts", "ix_styles_search_tsv", "search_tsv"})
+# Created by migrations with dialect-specific SQL; the drift check ignores them. 0001: full-text search
+# (SQLite FTS5, PostgreSQL tsvector + GIN). 0004, PostgreSQL only: `styles.latent`, the head revision's
+# latent as a pgvector `vector(20)` kept by a trigger on revisions, with its HNSW index, and the pg_trgm
+# GIN index on names (registry/similar.py, registry/styles.py `suggest_names`).
+DIALECT_SPECIFIC_OBJECTS = frozenset(
+    {"style_fts", "ix_styles_search_tsv", "search_tsv", "latent", "ix_styles_latent_hnsw", "ix_styles_name_trgm"}
+)
 
 
 def is_dialect_specific(name: str | None) -> bool:
@@ -92,6 +99,22 @@ def utcnow() -> dt.datetime:
 NameString = String(NAME_MAX).with_variant(String(NAME_MAX, collation="C"), "postgresql")
 
 
+class PgVector(UserDefinedType):
+    """pgvector's `vector` (PostgreSQL only; migration 0004). Known to reflection, so `alembic check`
+    reads `styles.latent` without a warning; registry/similar.py casts its query vector to it."""
+
+    cache_ok = True
+
+    def __init__(self, dimensions: int | None = None) -> None:
+        self.dimensions = dimensions
+
+    def get_col_spec(self, **kw) -> str:
+        return "vector" if self.dimensions is None else f"vector({self.dimensions})"
+
+
+postgresql_base.ischema_names.setdefault("vector", PgVector)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
@@ -115,6 +138,8 @@ class Style(Base):
         Index("ix_styles_favourites", "favourite_count", "id"),
         Index("ix_styles_trending", "trending_score", "id"),
         Index("ix_styles_owner", "owner_id", "id"),
+        # Styles of one encoder version: the exact similar-styles path when a version is rare (migration 0004).
+        Index("ix_styles_version", "version", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

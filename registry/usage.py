@@ -14,8 +14,7 @@ import weakref
 from dataclasses import dataclass
 from numbers import Integral, Real
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -34,6 +33,7 @@ from .names import INT32_MAX, check_limit
 from .sqlfuncs import day_of
 from .styles import get_style, to_code
 from .trending import add_use
+from .usage_writer import insert_usages, usage_writer
 
 _NEXT_STATUSES = {
     "queued": {"running", "done", "failed", "cancelled"},
@@ -73,6 +73,9 @@ async def record_usage(
     Every field is checked before anything is written: `InvalidJobIdError`, `InvalidUsageError` (a field
     of the wrong type or out of its column's range), `InvalidCodeError`, `RevisionNotFoundError` (no
     such revision id) and `DuplicateJobError` (the job id was already recorded).
+
+    The row is written by the engine's usage writer (registry/usage_writer.py), in one INSERT and one
+    commit with the rows of concurrent calls; it is committed when this returns.
     """
     if not (isinstance(job_id, str) and _JOB_ID.match(job_id)):
         raise InvalidJobIdError(f"A job id is a uuid4 hex string (32 characters 0-9a-f), got `{job_id!r}`.")
@@ -97,34 +100,37 @@ async def record_usage(
     async with atomic(session):
         if revision_id is not None:
             style_id, canonical = await _revision_origin(session, revision_id)
-        values = dict(
-            job_id=job_id,
-            revision_id=revision_id,
-            style_id=style_id,
-            code=canonical,
-            user_id=user_id,
-            guild_id=guild_id,
-            channel_id=channel_id,
-            prompt=prompt[:MAX_PROMPT],
-            negative_prompt=(negative_prompt or "")[:MAX_PROMPT],
-            seed=seed,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            strength=strength,
-            width=width,
-            height=height,
-            model_version=model_version,
-            count=count,
-            status="queued",
-            queued_at=utcnow(),
-        )
-        try:
-            # One constant Core statement (compiled once, cached): this is the bot's hottest write.
-            usage_id = (await session.execute(_INSERT_USAGE, values)).inserted_primary_key[0]
-        except IntegrityError:
+    values = dict(
+        job_id=job_id,
+        revision_id=revision_id,
+        style_id=style_id,
+        code=canonical,
+        user_id=user_id,
+        guild_id=guild_id,
+        channel_id=channel_id,
+        prompt=prompt[:MAX_PROMPT],
+        negative_prompt=(negative_prompt or "")[:MAX_PROMPT],
+        seed=seed,
+        steps=steps,
+        guidance_scale=guidance_scale,
+        strength=strength,
+        width=width,
+        height=height,
+        model_version=model_version,
+        count=count,
+        status="queued",
+        queued_at=utcnow(),
+    )
+    writer = usage_writer(session)
+    if writer is not None:
+        usage_id = await writer.insert(values)  # batched with concurrent calls; committed when it returns
+    else:  # a session bound to one connection: written through it
+        async with atomic(session):
+            usage_id = (await insert_usages(await session.connection(), [values])).get(job_id)
+        if usage_id is None:
             raise DuplicateJobError(
                 f"A job with id `{job_id}` was already recorded; every job needs a fresh uuid4 hex id."
-            ) from None
+            )
     return Usage(id=usage_id, **values)
 
 
@@ -145,7 +151,6 @@ def _finite(what: str, value) -> float:
 
 
 _JOB_ID = re.compile(r"^[0-9a-f]{32}$")
-_INSERT_USAGE = insert(Usage.__table__)
 # Revisions are immutable, so (style id, code) per revision id can be cached for good: per engine
 # (ids are per database), bounded.
 _REVISION_ORIGINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -94,6 +94,9 @@ async def session(sessions) -> AsyncIterator:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     # Every test that touches a database runs on both backends.
+    # `@pytest.mark.backends("sqlite")`: a test of one backend's own path.
+    marker = metafunc.definition.get_closest_marker("backends")
+    backends = [b for b in BACKENDS if getattr(b, "values", (b,))[0] in marker.args] if marker else BACKENDS
     for name in ("database_url", "fresh_database_url"):
         if name in metafunc.fixturenames:
-            metafunc.parametrize(name, BACKENDS, indirect=True)
+            metafunc.parametrize(name, backends, indirect=True)

@@ -19,7 +19,7 @@ from registry.trending import HALF_LIFE_DAYS, decayed_uses
 from stylecodes.codec import StyleCode, random_code
 
 browse_module = sys.modules["registry.browse"]  # `registry.browse` is the function
-similar_module = sys.modules["registry.similar"]
+similar_module = sys.modules["registry.latent_index"]  # the embedded (SQLite) index
 
 ALICE, BOB, CAROL = 1001, 1002, 1003
 GUILD, OTHER_GUILD = 501, 502
@@ -365,6 +365,7 @@ def brute_force(pool: dict[str, StyleCode], query: StyleCode, k: int) -> list[st
     return sorted(pool, key=lambda n: (distance[n], n))[:k]
 
 
+@pytest.mark.backends("sqlite")  # the embedded index; PostgreSQL searches with pgvector
 async def test_similar_index_warms_in_chunks_off_the_event_loop(session, monkeypatch) -> None:
     # Tiny chunks and thresholds, so a small registry goes through every loading path: several chunks,
     # a worker thread, heads superseded in a later chunk, compaction.
@@ -412,6 +413,7 @@ async def test_similar_index_warms_in_chunks_off_the_event_loop(session, monkeyp
     assert (found[0].style.name, found[0].distance) == ("sim-05", 0.0)
 
 
+@pytest.mark.backends("sqlite")
 async def test_similar_looks_visibility_up_in_bounded_chunks(session, engine, monkeypatch) -> None:
     monkeypatch.setattr(similar_module, "_LOOKUP_CHUNK", 3)
     rng = np.random.default_rng(12)

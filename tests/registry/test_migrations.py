@@ -139,7 +139,7 @@ def test_alembic_command_line(tmp_path) -> None:
             text=True,
         )
         assert result.returncode == 0, result.stderr
-    assert "0003 (head)" in result.stdout
+    assert "0004 (head)" in result.stdout
 
 
 # --- the whole schema, as each database describes it ----------------------------------------------------
