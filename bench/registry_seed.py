@@ -9,8 +9,9 @@ styles with a second revision, a year of generations (5 % failed), favourites. T
 counters (use_count, trending_score, last_used_at, favourite_count) are computed from the generated
 rows, exactly as the repository would have maintained them.
 
-Fast path: secondary indexes (and SQLite's FTS trigger) are dropped, rows go in with executemany
-(SQLite) or COPY (PostgreSQL), then the indexes are rebuilt and the tables analysed.
+Fast path: secondary indexes (and SQLite's FTS trigger, PostgreSQL's head-latent trigger) are dropped,
+rows go in with executemany (SQLite) or COPY (PostgreSQL), then the indexes (the HNSW and trigram ones
+included) are rebuilt and the tables analysed.
 """
 
 from __future__ import annotations
@@ -154,8 +155,16 @@ class PostgresWriter(Writer):
         for row in rows:
             await self.db.execute(f"DROP INDEX {row['indexname']}")
             self.saved.append(row["indexdef"])
+        # The trigger that sets styles.latent per revision (migration 0004); one UPDATE does it below.
+        await self.db.execute("ALTER TABLE revisions DISABLE TRIGGER USER")
 
     async def rebuild(self) -> None:
+        await self.db.execute(
+            "UPDATE styles SET latent = registry_levels_vector(r.levels) FROM revisions r "
+            "WHERE r.style_id = styles.id AND r.number = styles.head_number"
+        )
+        await self.db.execute("ALTER TABLE revisions ENABLE TRIGGER USER")
+        await self.db.execute("VACUUM styles")
         for sql in self.saved:
             await self.db.execute(sql)
         await self.db.execute("ANALYZE")

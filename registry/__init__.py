@@ -23,6 +23,7 @@ from .errors import (
     InvalidUsageError,
     InvalidVisibilityError,
     LimitExceededError,
+    MissingExtensionError,
     NameTakenError,
     PermissionDeniedError,
     RegistryError,
@@ -30,6 +31,7 @@ from .errors import (
     StyleNotFoundError,
     UsageNotFoundError,
 )
+from .gallery import HeadRevision, get_user, head_revisions, revisions_with_previews, style_family
 from .guild_settings import get_guild_settings, update_guild_settings
 from .models import (
     USAGE_STATUSES,
@@ -87,6 +89,7 @@ __all__ = [
     "Favourite",
     "GuildHide",
     "GuildSettings",
+    "HeadRevision",
     "InvalidCodeError",
     "InvalidCursorError",
     "InvalidFilterError",
@@ -101,6 +104,7 @@ __all__ = [
     "InvalidUsageError",
     "InvalidVisibilityError",
     "LimitExceededError",
+    "MissingExtensionError",
     "NameTakenError",
     "Page",
     "PermissionDeniedError",
@@ -132,6 +136,8 @@ __all__ = [
     "get_revision_preview",
     "get_style",
     "get_usage",
+    "get_user",
+    "head_revisions",
     "hide_in_guild",
     "list_revisions",
     "mark_usage_delivered",
@@ -140,10 +146,12 @@ __all__ = [
     "record_usage",
     "resolve_reference",
     "restore_style",
+    "revisions_with_previews",
     "search",
     "set_revision_preview",
     "set_usage_status",
     "similar_styles",
+    "style_family",
     "style_history",
     "suggest_names",
     "toggle_favourite",

@@ -144,14 +144,28 @@ _FTS = table("style_fts", column("rowid"), column("rank"))  # SQLite FTS5, creat
 
 
 async def search(
-    session: AsyncSession, query: str, *, user_id: int | None, guild_id: int | None, limit: int = 25
+    session: AsyncSession,
+    query: str,
+    *,
+    user_id: int | None,
+    guild_id: int | None,
+    limit: int = 25,
+    offset: int = 0,
 ) -> list[Style]:
     """Visible styles whose name, description or tags contain every word of `query` (the last word also
     as a prefix), best match first (SQLite FTS5 bm25 / PostgreSQL ts_rank) among the newest
-    `SEARCH_CANDIDATES` visible matches."""
+    `SEARCH_CANDIDATES` visible matches; `offset` skips that many of them (pages)."""
     if not isinstance(query, str):
         raise InvalidTextError(f"A search query must be text, got {type(query).__name__}.")
     check_limit(limit, PAGE_MAX)
+    check_limit(offset, SEARCH_CANDIDATES - 1, what="offset", minimum=0)
+    found = await _search_words(session, query, user_id=user_id, guild_id=guild_id, limit=offset + limit)
+    return found[offset:]
+
+
+async def _search_words(
+    session: AsyncSession, query: str, *, user_id: int | None, guild_id: int | None, limit: int
+) -> list[Style]:
     words = [word.lower() for word in _WORD.findall(query)][:_SEARCH_WORDS_MAX]
     if not words:
         return []

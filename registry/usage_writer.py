@@ -6,8 +6,9 @@ millisecond of SQLAlchemy CPU on the client; on a 2-core machine that capped Pos
 1,000-1,500 rows/s. Here every engine has one writer: callers queue their validated row and wait;
 the writer takes everything queued, inserts it with one multi-row
 ``INSERT ... ON CONFLICT (job_id) DO NOTHING RETURNING id, job_id`` (in autocommit: one round trip,
-one transaction, committed when it returns), and only then answers each caller with its id. While a batch is being written the next one gathers, so
-batches grow with the load and a lone caller still goes straight through.
+one transaction, committed when it returns), and only then answers each caller with its id. While a
+batch is being written the next one gathers, so batches grow with the load and a lone caller still
+goes straight through.
 
 Guarantees (the rows are job records that restart recovery reads):
 - a caller's `record_usage` returns only after its row is committed: nothing acknowledged is lost;
