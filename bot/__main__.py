@@ -119,10 +119,15 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
     database = registry.create_engine(url)
     dispatcher = None
     metrics_server = None
+    gallery = None
     try:
         await check_database(url, database)  # unreachable: a message, not a migration traceback
-        await registry.upgrade_to_head(url)  # `alembic upgrade head`: the schema is always current
+        try:
+            await registry.upgrade_to_head(url)  # `alembic upgrade head`: the schema is always current
+        except registry.MissingExtensionError as exc:  # PostgreSQL without pgvector / pg_trgm
+            raise StartupError(str(exc)) from None
         session_factory = registry.create_session_factory(database)
+        gallery = await _start_gallery(settings, session_factory)
         dispatcher = make_dispatcher(settings, session_factory=session_factory)
         try:
             await dispatcher.start()
@@ -160,7 +165,35 @@ async def run(settings: Settings, *, sync: bool = False) -> None:
             await dispatcher.close()
         if metrics_server is not None:
             await metrics_server.cleanup()
+        if gallery is not None:
+            await gallery.stop()
         await database.dispose()
+
+
+async def _start_gallery(settings: Settings, session_factory: async_sessionmaker[AsyncSession]):
+    """The public web gallery in this process (STYLECODES_WEB_PORT), or None when it is off. A port that
+    cannot be had is logged and the bot runs on without the gallery: Discord is its first job."""
+    if settings.web_port is None:
+        return None
+    from web import start_web_server
+
+    try:
+        return await start_web_server(
+            session_factory,
+            host=settings.web_host,
+            port=settings.web_port,
+            base_url=settings.web_base_url,
+            rate_limit=settings.web_rate_limit,
+        )
+    except OSError as exc:
+        log.error(
+            "event=web_failed: the gallery could not listen on %s:%d (%s). The bot runs without it; set "
+            "STYLECODES_WEB_PORT to a free port, or empty to turn the gallery off.",
+            settings.web_host,
+            settings.web_port,
+            error_text(exc),
+        )
+        return None
 
 
 async def _warm_up(dispatcher: object, settings: Settings) -> None:

@@ -22,6 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from stylecodes.versions import VERSIONS
+from web import config as web_config
 
 _DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 _DATABASE_DRIVERS = ("postgresql+asyncpg", "sqlite+aiosqlite")  # the async drivers the project installs
@@ -87,6 +88,12 @@ class Settings(BaseSettings):
 
     # --- Operations ----------------------------------------------------------------------------
     metrics_port: int | None = None  # Prometheus /metrics on this port when set
+    # The public web gallery (web/, docs/web.md), served inside this process. Empty or 0 = off.
+    web_port: int | None = Field(default=web_config.DEFAULT_PORT, ge=0, le=65535)
+    web_host: str = web_config.DEFAULT_HOST  # 0.0.0.0 to serve every interface
+    # The gallery's public address, for `/stylecode show` links and OpenGraph tags; None = localhost:web_port.
+    web_base_url: str | None = None
+    web_rate_limit: str = web_config.DEFAULT_RATE_LIMIT  # requests per client IP
     # Discord's REST API base. Set it to route the bot through an HTTP proxy in front of Discord
     # (large bots share one rate limiter that way), or to a local stand-in in tests.
     discord_api_base: str = "https://discord.com/api/v10"
@@ -98,6 +105,21 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("web_port", mode="before")
+    @classmethod
+    def _web_port_off(cls, value: object) -> object:
+        return None if value in ("", "0", 0) else value
+
+    @field_validator("web_base_url")
+    @classmethod
+    def _check_web_base_url(cls, value: str | None) -> str | None:
+        return web_config.check_base_url(value)
+
+    @field_validator("web_rate_limit")
+    @classmethod
+    def _check_web_rate_limit(cls, value: str) -> str:
+        return web_config.check_rate_limit(value)
 
     @field_validator("device")
     @classmethod
@@ -170,6 +192,13 @@ class Settings(BaseSettings):
     def versions_served(self) -> tuple[int, ...]:
         """The versions this deployment's workers load (sorted, never empty)."""
         return tuple(sorted(set(self.served_versions) or {self.model_version}))
+
+    @property
+    def gallery_url(self) -> str | None:
+        """Where the public gallery is reached (links to style pages), or None when it is off and unset."""
+        if self.web_base_url:
+            return self.web_base_url
+        return None if self.web_port is None else web_config.default_base_url(self.web_port)
 
     @property
     def resolved_database_url(self) -> str:

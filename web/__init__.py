@@ -9,7 +9,17 @@ functions only and never imports torch or discord.
     STYLECODES_WEB_PORT=8080 python -m bot            # inside the bot's process (the embedded default)
 """
 
-from .app import create_app
-from .server import WebServer, start_web_server
-
 __all__ = ["WebServer", "create_app", "start_web_server"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `web.config` (which the bot's settings read) stays light.
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name in ("WebServer", "start_web_server"):
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'web' has no attribute {name!r}")

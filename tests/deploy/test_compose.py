@@ -20,7 +20,7 @@ COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # PyYAML resolves the `<<:` merge keys the way compose does
 SERVICES = COMPOSE["services"]
 ENV_EXAMPLE = ROOT / ".env.example"
-APP_SERVICES = ("migrate", "bot", "worker")  # the ones running our image and reading our settings
+APP_SERVICES = ("migrate", "bot", "worker", "web")  # the ones running our image and reading our settings
 
 # Variables read by third-party code rather than by our Settings, and who reads them.
 THIRD_PARTY_ENV = {
@@ -112,7 +112,7 @@ def settings_env_names() -> set[str]:
 
 def test_compose_file_is_valid_compose_syntax():
     parsed = PyCompose.from_json(json.dumps(COMPOSE))
-    assert set(parsed.service_names()) == {"postgres", "redis", "migrate", "bot", "worker"}
+    assert set(parsed.service_names()) == {"postgres", "redis", "migrate", "bot", "worker", "web"}
 
 
 def test_compose_validator_rejects_a_misspelt_key():

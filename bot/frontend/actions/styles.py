@@ -149,6 +149,9 @@ class StyleActions:
             preview = await registry.get_revision_preview(session, revision.id)
         code = parse_code(revision.code)
         embed = discord.Embed(title=revision.reference, description=embeds.code_block(code), colour=embeds.BRAND)
+        gallery = self.bot.resources.settings.gallery_url
+        if gallery is not None and style.visibility == "public":  # the gallery shows public styles only
+            embed.url = f"{gallery}/styles/{style.name}"
         if style.description:
             description = embeds.clip(embeds.escape(style.description), embeds.FIELD_VALUE_MAX)
             embed.add_field(name="Description", value=description, inline=False)
