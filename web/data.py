@@ -94,12 +94,12 @@ async def listing(
     """A page of public styles: a search (`query`, ranked), else a browse order with filters."""
     if query is not None and query.strip():
         offset = 0 if cursor is None else decode_search_cursor(cursor)
-        found = await registry.search(session, query, limit=limit + 1, offset=offset, **PUBLIC)
-        more = len(found) > limit and offset + limit < SEARCH_CANDIDATES
-        return {
-            "items": await cards(session, found[:limit]),
-            "next_cursor": encode_search_cursor(offset + limit) if more else None,
-        }
+        found = await registry.search(session, query, limit=limit, offset=offset, **PUBLIC)
+        after = offset + limit
+        more = len(found) == limit and after < SEARCH_CANDIDATES  # a full page: is there one more?
+        if more:
+            more = bool(await registry.search(session, query, limit=1, offset=after, **PUBLIC))
+        return {"items": await cards(session, found), "next_cursor": encode_search_cursor(after) if more else None}
     page = await registry.browse(session, sort=sort, tag=tag, author_id=author_id, cursor=cursor, limit=limit, **PUBLIC)
     return {"items": await cards(session, page.items), "next_cursor": page.next_cursor}
 

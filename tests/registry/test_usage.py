@@ -360,3 +360,69 @@ async def test_racing_status_updates_apply_exactly_one(sessions) -> None:
     assert len(applied) == 1 and len(refused) == 1 and isinstance(refused[0], InvalidStatusError), results
     async with sessions() as session:
         assert (await registry.get_usage(session, usage.job_id)).status == applied[0].status
+
+
+# --- the usage writer: concurrent record_usage calls share INSERTs ------------------------------------
+
+
+async def test_concurrent_records_share_inserts_and_each_is_committed_on_return(sessions) -> None:
+    async with sessions() as session:
+        revision = await registry.create_style(session, name="busy", code=EXAMPLE_CODE, owner_id=ALICE, guild_id=None)
+    writer_stats = {}
+
+    async def one() -> tuple[str, int]:
+        async with sessions() as session:
+            usage = await record(session, revision_id=revision.id)
+            writer_stats["writer"] = registry.usage_writer.usage_writer(session)
+        async with sessions() as reader:  # committed: another connection sees it at once
+            assert await reader.scalar(select(Usage.id).where(Usage.job_id == usage.job_id)) == usage.id
+        return usage.job_id, usage.id
+
+    results = await asyncio.gather(*(one() for _ in range(40)))
+    assert len({usage_id for _, usage_id in results}) == 40
+    writer = writer_stats["writer"]
+    assert writer.rows == 40 and writer.batches < 40  # rows of concurrent calls went in together
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Usage)) == 40
+        assert await session.scalar(select(Style.use_count).where(Style.name == "busy")) == 0  # queued only
+
+
+async def test_a_job_id_repeated_in_one_batch_is_written_once(sessions) -> None:
+    repeated = job_id()
+
+    async def one():
+        async with sessions() as session:
+            return await registry.record_usage(session, job_id=repeated, code=EXAMPLE_CODE, user_id=BOB,
+                                               guild_id=None, channel_id=None, **REQUEST)  # fmt: skip
+
+    outcomes = await asyncio.gather(*(one() for _ in range(3)), return_exceptions=True)
+    assert sum(isinstance(o, Usage) for o in outcomes) == 1
+    assert sum(isinstance(o, DuplicateJobError) for o in outcomes) == 2
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Usage)) == 1
+
+
+async def test_a_failing_row_fails_only_its_own_call(sessions) -> None:
+    """An integrity error in a batch: the batch is retried row by row, and only that row's caller sees it."""
+    from sqlalchemy import delete
+    from sqlalchemy.exc import IntegrityError
+
+    from registry.models import Revision
+    from registry.usage import _revision_origin
+
+    async with sessions() as session:
+        good = await registry.create_style(session, name="stays", code=EXAMPLE_CODE, owner_id=ALICE, guild_id=None)
+        gone = await registry.create_style(session, name="goes", code=EXAMPLE_CODE, owner_id=ALICE, guild_id=None)
+        await _revision_origin(session, gone.id)  # cached: record_usage will not look the revision up again
+        await session.execute(delete(Revision).where(Revision.id == gone.id))  # behind the registry's back
+        await session.commit()
+
+    async def one(revision_id: int):
+        async with sessions() as session:
+            return await record(session, revision_id=revision_id)
+
+    outcomes = await asyncio.gather(one(good.id), one(gone.id), one(good.id), return_exceptions=True)
+    assert isinstance(outcomes[0], Usage) and isinstance(outcomes[2], Usage)
+    assert isinstance(outcomes[1], IntegrityError)
+    async with sessions() as session:
+        assert await session.scalar(select(func.count()).select_from(Usage)) == 2
