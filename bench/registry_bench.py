@@ -136,7 +136,12 @@ async def bench(url: str, iterations: int, usage_calls: int) -> None:
         ratio = f"{p95 / target:.2f}" if target else "-"
         target_text = f"{target:g} ms" if target else "-"
         print(f"| {label} | {p50:.2f} | {p95:.2f} | {cpu_ms:.2f} | {target_text} | {ratio} |", flush=True)
-    print(f"\nsimilar: in-memory index of {indexed:,} styles built by warm_similar_index in {build_s:.2f} s")
+    if "postgresql" in url:
+        print("\nsimilar: pgvector HNSW in the database (nothing to build in the process)")
+        recall, exact_ms = await _hnsw_recall(sessions, codes[:50], me)
+        print(f"similar recall@10 against an exact scan (50 queries): {recall:.3f}; exact scan p50 {exact_ms:.1f} ms")
+    else:
+        print(f"\nsimilar: in-memory index of {indexed:,} styles built by warm_similar_index in {build_s:.2f} s")
 
     revision = await _revision_id(sessions, names[0], me)
     sequential = await _usage_rate(sessions, revision, usage_calls, concurrency=1, user_id=user_id)
@@ -149,6 +154,34 @@ async def bench(url: str, iterations: int, usage_calls: int) -> None:
     done_rate = await _done_rate(sessions, user_id, usage_calls)
     print(f"set_usage_status(done) incl. counter update: {done_rate:,.0f}/s sequential")
     await engine.dispose()
+
+
+async def _hnsw_recall(sessions, codes, me: dict) -> tuple[float, float]:
+    """Share of the exact 10 nearest (same query without the index: `ORDER BY distance + 0`) that the
+    HNSW path returns, and the exact scan's median time."""
+    from sqlalchemy import Float, literal_column
+
+    from registry.visibility import visible_to
+
+    hits, times = 0, []
+    for code in codes:
+        async with sessions() as session:
+            found = {s.style.id for s in await registry.similar_styles(session, code, k=10, **me)}
+            query = "[" + ",".join(map(str, code.levels)) + "]"
+            distance = literal_column("styles.latent").op("<->", return_type=Float)(
+                literal_column(f"'{query}'::vector")
+            )
+            start = time.perf_counter()
+            exact = await session.scalars(
+                select(Style.id)
+                .where(visible_to(**me), Style.version == code.version)
+                .order_by(distance + 0)
+                .limit(10)
+            )
+            exact_ids = set(exact)
+            times.append((time.perf_counter() - start) * 1000)
+        hits += len(found & exact_ids)
+    return hits / (10 * len(codes)), percentile(times, 50)
 
 
 async def _miss(session, name: str, me: dict) -> None:

@@ -392,7 +392,7 @@ async def suggest_names(
         likeness = func.similarity(Style.name, name)
         statement = (
             select(Style.name)
-            .where(Style.name.op("%")(name), visible)  # `%`: similarity above pg_trgm's threshold (0.3)
+            .where(Style.name.op("%")(name), visible)  # `%`: similarity at least pg_trgm's threshold (0.5, db.py)
             .order_by(likeness.desc(), Style.name)
             .limit(limit)
         )

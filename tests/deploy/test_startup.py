@@ -120,7 +120,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def start_bot(data_dir: Path, discord_port: int, metrics_port: int) -> asyncio.subprocess.Process:
+async def start_bot(
+    data_dir: Path, discord_port: int, metrics_port: int, web_port: int | None = None
+) -> asyncio.subprocess.Process:
     env = {k: v for k, v in os.environ.items() if not k.startswith("STYLECODES_")}
     env.update(
         PYTHONPATH=str(PROJECT_ROOT),
@@ -130,6 +132,7 @@ async def start_bot(data_dir: Path, discord_port: int, metrics_port: int) -> asy
         STYLECODES_DISCORD_API_BASE=f"http://127.0.0.1:{discord_port}/api/v10",
         STYLECODES_DISCORD_GATEWAY_URL=f"ws://127.0.0.1:{discord_port}/gateway",
         STYLECODES_METRICS_PORT=str(metrics_port),
+        STYLECODES_WEB_PORT=str(web_port or free_port()),  # the gallery, served inside the bot by default
         HF_HUB_OFFLINE="1",
     )
     # From the project root, where alembic.ini lives, as a deployment runs it.
@@ -185,10 +188,10 @@ async def discord_stand_in():
 
 async def test_demo_bot_starts_migrates_warms_up_and_registers_commands(tmp_path, discord_stand_in):
     data_dir = tmp_path / "data"
-    metrics_port = free_port()
+    metrics_port, web_port = free_port(), free_port()
     log: list[str] = []
     discord_stand_in.send_ready.clear()
-    process = await start_bot(data_dir, discord_stand_in.port, metrics_port)
+    process = await start_bot(data_dir, discord_stand_in.port, metrics_port, web_port)
     try:
         await asyncio.wait_for(discord_stand_in.identified.wait(), 180)
         async with aiohttp.ClientSession() as http:
@@ -206,6 +209,9 @@ async def test_demo_bot_starts_migrates_warms_up_and_registers_commands(tmp_path
             assert health["models_loaded"] == [0]
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
                 assert "stylecodes_model_loaded" in await response.text()
+            # The same process serves the public gallery over the registry it migrated.
+            async with http.get(f"http://127.0.0.1:{web_port}/") as response:
+                assert response.status == 200 and "<h2>Trending" in await response.text()
     finally:
         returncode = await stop(process, log)
     output = "".join(log)
