@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 
 from limits import parse
 from limits.aio.storage import MemoryStorage
@@ -123,8 +124,6 @@ class RateLimitMiddleware:
             await self.app(scope, receive, send)
             return
         reset, _ = await self.limiter.get_window_stats(self.item, client)
-        import time
-
         retry_after = max(1, math.ceil(reset - time.time()))
         response = self.on_limited(Request(scope), retry_after)
         response.headers["Retry-After"] = str(retry_after)
