@@ -21,7 +21,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from ._sql import atomic
 from .errors import (
-    DuplicateJobError,
     InvalidJobIdError,
     InvalidStatusError,
     InvalidUsageError,
@@ -33,7 +32,7 @@ from .names import INT32_MAX, check_limit
 from .sqlfuncs import day_of
 from .styles import get_style, to_code
 from .trending import add_use
-from .usage_writer import insert_usages, usage_writer
+from .usage_writer import duplicate_job, insert_usages, usage_writer
 
 _NEXT_STATUSES = {
     "queued": {"running", "done", "failed", "cancelled"},
@@ -128,9 +127,7 @@ async def record_usage(
         async with atomic(session):
             usage_id = (await insert_usages(await session.connection(), [values])).get(job_id)
         if usage_id is None:
-            raise DuplicateJobError(
-                f"A job with id `{job_id}` was already recorded; every job needs a fresh uuid4 hex id."
-            )
+            raise duplicate_job(job_id)
     return Usage(id=usage_id, **values)
 
 

@@ -36,7 +36,7 @@ from .models import Usage
 BATCH_MAX = 500  # rows per INSERT: well under the bind-parameter limits (25 columns x 500 = 12,500)
 
 
-def _duplicate(job_id: str) -> DuplicateJobError:
+def duplicate_job(job_id: str) -> DuplicateJobError:
     return DuplicateJobError(f"A job with id `{job_id}` was already recorded; every job needs a fresh uuid4 hex id.")
 
 
@@ -90,7 +90,7 @@ class UsageWriter:
         first: dict[str, tuple[dict, asyncio.Future[int]]] = {}
         for values, future in batch:
             if values["job_id"] in first:
-                _settle(future, error=_duplicate(values["job_id"]))
+                _settle(future, error=duplicate_job(values["job_id"]))
             else:
                 first[values["job_id"]] = (values, future)
         entries = list(first.values())
@@ -114,7 +114,7 @@ class UsageWriter:
         self.rows += len(ids)
         for values, future in entries:
             usage_id = ids.get(values["job_id"])
-            _settle(future, result=usage_id, error=None if usage_id is not None else _duplicate(values["job_id"]))
+            _settle(future, result=usage_id, error=None if usage_id is not None else duplicate_job(values["job_id"]))
 
 
 def _settle(future: asyncio.Future, *, result=None, error: BaseException | None = None) -> None:
