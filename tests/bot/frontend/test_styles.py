@@ -81,6 +81,15 @@ async def test_show_lists_code_revisions_author_uses_and_preview(harness, sessio
     assert [b["label"] for b in reply.buttons()] == ["Imagine with it", "Save as…"]
 
 
+async def test_show_links_public_styles_to_their_gallery_page(harness, session_factory):
+    await create(session_factory, "neon-noir")
+    await create(session_factory, "alice-secret", visibility="private")
+    _, reply = await reply_to(harness, "stylecode show", name="neon-noir")
+    assert data(reply)["embeds"][0]["url"] == "http://localhost:8080/styles/neon-noir"  # STYLECODES_WEB_* defaults
+    _, reply = await reply_to(harness, "stylecode show", name="alice-secret")  # Alice owns it: she may see it
+    assert "url" not in data(reply)["embeds"][0]
+
+
 async def test_show_unknown_name_suggests_close_ones(harness, session_factory):
     await save(session_factory, "neon-noir")
     token = harness.send(harness.payloads.command("stylecode show", name="neon-nior"))
