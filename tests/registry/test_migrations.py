@@ -10,7 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import CheckConstraint, Column, Index, Integer, MetaData, Table, inspect, text
 
 from alembic import command
-from registry.db import alembic_config, create_engine, upgrade_to_head
+from registry.db import alembic_config, create_engine, create_session_factory, upgrade_to_head
 from registry.models import Base, include_object, is_dialect_specific
 
 EXPECTED_TABLES = set(Base.metadata.tables)
@@ -254,3 +254,39 @@ async def test_schema_comparison_sees_check_and_predicate_changes(
     }
     # ...which Alembic's own comparison misses: that is why the test above exists.
     assert await _diff(another_fresh_database_url) == []
+
+
+async def test_0004_indexes_the_heads_of_styles_made_before_it(fresh_database_url: str) -> None:
+    """Styles saved before 0004 are found by similar after it (PostgreSQL: `styles.latent` backfilled from
+    each style's head revision), and suggestions work on both backends."""
+    import registry
+
+    await asyncio.to_thread(command.upgrade, alembic_config(fresh_database_url), "0003")
+    engine = create_engine(fresh_database_url)
+    now = "'2026-11-30 10:00:00'"
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(f"INSERT INTO users (id, display_name, created_at, updated_at) "
+                                          f"VALUES (1, '', {now}, {now})"))  # fmt: skip
+            await connection.execute(
+                text(
+                    "INSERT INTO styles (id, name, owner_id, visibility, description, tags, head_number, version, "
+                    f"created_at, updated_at, use_count, favourite_count) VALUES (1, 'old-style', 1, 'public', '', "
+                    f"'', 2, 1, {now}, {now}, 0, 0)"
+                )
+            )
+            for number, level in ((1, 0), (2, 63)):  # the head is revision 2: all levels 63
+                code = ("A" if level == 0 else "_") * 20 + "1"
+                await connection.execute(
+                    text(
+                        "INSERT INTO revisions (style_id, number, code, version, levels, author_id, note, created_at) "
+                        f"VALUES (1, :number, :code, 1, :levels, 1, '', {now})"
+                    ).bindparams(number=number, code=code, levels=bytes([level] * 20)),
+                )
+        await upgrade_to_head(fresh_database_url)
+        async with create_session_factory(engine)() as session:
+            found = await registry.similar_styles(session, "_" * 20 + "1", user_id=None, guild_id=None, k=1)
+            assert [(s.style.name, s.distance) for s in found] == [("old-style", 0.0)]
+            assert await registry.suggest_names(session, "old-styel", user_id=None, guild_id=None) == ["old-style"]
+    finally:
+        await engine.dispose()
