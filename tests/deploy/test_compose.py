@@ -75,7 +75,8 @@ def example_keys() -> list[str]:
 
 def sample_dotenv() -> dict[str, str]:
     """A filled-in .env: every key of .env.example with a value of its own."""
-    values = {"STYLECODES_MODEL_VERSION": "0", "HF_HUB_OFFLINE": "1"}  # values the settings accept
+    # values the settings accept
+    values = {"STYLECODES_MODEL_VERSION": "0", "HF_HUB_OFFLINE": "1", "STYLECODES_WEB_BASE_URL": "https://example.org"}
     return {key: values.get(key, f"{key.lower().replace('_', '')}42") for key in example_keys()}
 
 
