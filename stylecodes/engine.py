@@ -77,7 +77,8 @@ class StyleEngine:
         dtype: torch.dtype = torch.float32,
         show_progress: bool = False,
     ) -> StyleEngine:
-        """Load model `version` (0: demo, built in-process; 1: the published release, downloaded on first use).
+        """Load model `version` (0: the demo, shipped in the package; 1: the published release, downloaded on first
+        use; others: model-version folders from `STYLECODES_MODEL_PATHS`).
 
         Raises `UnservedVersionError` for versions that do not exist and `hub.ModelLoadError` (or
         `checkpoint.CheckpointError`) with instructions when files are missing or unreadable.
@@ -133,6 +134,6 @@ class StyleEngine:
                 "model_fingerprint": self.fingerprint.as_metadata(),
             }
             if self.spec.is_demo:
-                warnings = [*warnings, f"Made with the {DEMO_NOTICE}."]
+                warnings = [*warnings, f"Made with {DEMO_NOTICE}."]
             results.append(GenerationResult(image, request, nsfw, warnings, metadata))
         return results

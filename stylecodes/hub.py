@@ -169,18 +169,18 @@ def resolve_base_model(spec: ModelVersionSpec) -> BaseModelSource:
     if path.is_file():
         if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
             raise ModelLoadError(
-                f"{spec.env_var('BASE_MODEL')}={configured} is a file but not a .safetensors or .ckpt checkpoint."
+                f"{spec.setting('BASE_MODEL')}={configured} is a file but not a .safetensors or .ckpt checkpoint."
             )
         return BaseModelSource(path, is_single_file=True, label=configured)
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise ModelLoadError(
-                f"{spec.env_var('BASE_MODEL')}={configured} is a folder without model_index.json; "
+                f"{spec.setting('BASE_MODEL')}={configured} is a folder without model_index.json; "
                 "it must be a diffusers pipeline folder (StableDiffusionPipeline.save_pretrained)."
             )
         return BaseModelSource(path, is_single_file=False, label=configured)
     if not _HUB_ID.match(configured):
-        raise ModelLoadError(f"{spec.env_var('BASE_MODEL')}={configured} does not exist. {local_path_help(spec)}")
+        raise ModelLoadError(f"{spec.setting('BASE_MODEL')}={configured} does not exist. {local_path_help(spec)}")
     return BaseModelSource(_snapshot(spec, configured, _BASE_MODEL_FILES), is_single_file=False, label=configured)
 
 
@@ -192,12 +192,12 @@ def resolve_image_encoder(spec: ModelVersionSpec) -> Path:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelLoadError(
-                f"{spec.env_var('IMAGE_ENCODER')}={configured} has no config.json; it must be a "
+                f"{spec.setting('IMAGE_ENCODER')}={configured} has no config.json; it must be a "
                 f"SiglipVisionModel/SiglipModel folder (a save of {spec.image_encoder})."
             )
         return path
     if not _HUB_ID.match(configured):
-        raise ModelLoadError(f"{spec.env_var('IMAGE_ENCODER')}={configured} does not exist. {local_path_help(spec)}")
+        raise ModelLoadError(f"{spec.setting('IMAGE_ENCODER')}={configured} does not exist. {local_path_help(spec)}")
     return _snapshot(spec, configured, _IMAGE_ENCODER_FILES)
 
 

@@ -1,14 +1,14 @@
-"""Building a model version's parts from its spec: the demo's in-process components, or the published files.
+"""Building a model version's parts from its spec: a model-version folder (the demo's too), or the published files.
 
-Version 1 resolves every file first (local paths from the environment, else the Hugging Face Hub, see
-`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read. Its checkpoint is then
-hashed (`hub.fingerprint`) and checked against the control module the base model needs before the base is loaded,
-so a damaged or wrong file is reported in seconds, naming the file and what to do, and never reaches a GPU.
+Every version resolves every file first (local paths from the environment, else the Hugging Face Hub, see
+`stylecodes.hub`), so a missing file fails fast with instructions, before gigabytes are read. The weights are then
+fingerprinted (the published checkpoint hashed by `hub.fingerprint`; a folder's files checked against its manifest)
+and checked against the control module the base model needs before the base is loaded, so a damaged or wrong file is
+reported in seconds, naming the file and what to do, and never reaches a GPU.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +20,6 @@ from torch import Tensor
 
 from stylecodes import hub
 from stylecodes.checkpoint import CheckpointError, check_control_parts, check_state_dict, load_state_dict
-from stylecodes.demo import build_demo_components
 from stylecodes.models.control import StyleCodesControlModel
 from stylecodes.models.image_encoder import StyleImageEncoder, load_autoencoder, load_vision_model
 from stylecodes.pipelines.scheduler import make_scheduler
@@ -29,21 +28,25 @@ from stylecodes.versions import ModelVersionSpec
 
 logger = logging.getLogger(__name__)
 
-DEMO_SOURCE = "demo (built in-process from a fixed seed)"
-
-
 class LoadedModel(NamedTuple):
     pipeline: StyleCodesPipeline
     base_model: str  # where the SD1.5 base came from, for metadata and messages
     fingerprint: hub.ModelFingerprint  # what exactly the control weights are
 
 
-def load_model(spec: ModelVersionSpec) -> LoadedModel:
-    """Version `spec`'s pipeline in fp32 on the CPU: the demo built in-process, or the published files."""
-    if spec.is_demo:
-        pipeline = build_demo_pipeline()
-        return LoadedModel(pipeline, "demo (built in-process)", demo_fingerprint(pipeline.control_model))
-    return load_published_pipeline(spec)
+def resolve_control_weights(spec: ModelVersionSpec) -> hub.ResolvedCheckpoint:
+    """The control module's weights as a local file: a version folder's (its fingerprint checked first), or the
+    published checkpoint (environment path, else the Hub)."""
+    if spec.folder is None:
+        return hub.resolve_checkpoint(spec)
+    from stylecodes.training.export import CONTROL_FOLDER, check_fingerprint
+
+    folder = Path(spec.folder)
+    check_fingerprint(folder, spec.fingerprint)
+    path = folder / CONTROL_FOLDER / "diffusion_pytorch_model.safetensors"
+    if not path.is_file():
+        raise hub.ModelLoadError(f"Model version {spec.version}: {path} is missing; export the model again.")
+    return hub.ResolvedCheckpoint(path, repo=None, filename=path.name, revision=None)
 
 
 def load_style_image_encoder(spec: ModelVersionSpec, *, device: str | torch.device = "cpu") -> StyleImageEncoder:
@@ -51,60 +54,34 @@ def load_style_image_encoder(spec: ModelVersionSpec, *, device: str | torch.devi
 
     Never builds or reads the UNet: encoding needs only these two models.
     """
-    if spec.is_demo:
-        demo = build_demo_components()  # tiny: building the whole demo is cheaper than special-casing it
-        encoder = StyleImageEncoder(demo.image_encoder, demo.control_model.autoencoder, version=spec.version)
-    else:
-        checkpoint = hub.resolve_checkpoint(spec)
-        vision_model = load_vision_model(hub.resolve_image_encoder(spec))
-        with _what_to_do_about(spec, checkpoint):
-            autoencoder = load_autoencoder(
-                checkpoint.path,
-                spec.autoencoder_prefix,
-                input_dim=vision_model.config.hidden_size,
-                **spec.autoencoder_config,
-            )
-        encoder = StyleImageEncoder(vision_model, autoencoder, version=spec.version)
+    checkpoint = resolve_control_weights(spec)
+    vision_model = load_vision_model(hub.resolve_image_encoder(spec))
+    with _what_to_do_about(spec, checkpoint):
+        autoencoder = load_autoencoder(
+            checkpoint.path,
+            spec.autoencoder_prefix,
+            input_dim=vision_model.config.hidden_size,
+            **spec.autoencoder_config,
+        )
+    encoder = StyleImageEncoder(vision_model, autoencoder, version=spec.version)
     encoder.vision_model.to(device=device)
     encoder.autoencoder.to(device=device)
     return encoder
 
 
-def build_demo_pipeline() -> StyleCodesPipeline:
-    demo = build_demo_components()
-    return StyleCodesPipeline(
-        vae=demo.vae,
-        text_encoder=demo.text_encoder,
-        tokenizer=demo.tokenizer,
-        unet=demo.unet,
-        control_model=demo.control_model,
-        scheduler=make_scheduler(),
-        image_encoder=demo.image_encoder,
-        model_version=0,
-    )
-
-
-def demo_fingerprint(control_model: torch.nn.Module) -> hub.ModelFingerprint:
-    """The demo's fingerprint: the sha256 of its control weights as a safetensors file would hold them."""
-    from safetensors.torch import save
-
-    state_dict = {key: value.contiguous() for key, value in control_model.state_dict().items()}
-    return hub.ModelFingerprint(hashlib.sha256(save(state_dict)).hexdigest(), DEMO_SOURCE, revision=None)
-
-
-def load_published_pipeline(spec: ModelVersionSpec) -> LoadedModel:
-    """SD1.5 base + control checkpoint + SigLIP for a published version, in fp32 on the CPU."""
+def load_model(spec: ModelVersionSpec) -> LoadedModel:
+    """SD1.5-family base + control weights + SigLIP for version `spec` (published, or a folder), fp32 on the CPU."""
     # 1. Resolve all files first: a missing one fails in seconds, with instructions.
-    checkpoint = hub.resolve_checkpoint(spec)
+    checkpoint = resolve_control_weights(spec)
     base = hub.resolve_base_model(spec)
     siglip_folder = hub.resolve_image_encoder(spec)
-    # 2. The checkpoint before the big base model: its hash (a damaged download), then its keys and shapes.
-    fingerprint = hub.fingerprint(spec, checkpoint)
+    # 2. The weights before the big base model: their hash (a damaged download), then their keys and shapes.
+    fingerprint = _fingerprint(spec, checkpoint)
     image_encoder = load_vision_model(siglip_folder)
     width = image_encoder.config.hidden_size
     state_dict = _read_checkpoint(spec, checkpoint, _control_layout(spec, base, autoencoder_input_dim=width))
     # 3. SD1.5 components (any fine-tune), then the control module built for its UNet.
-    components = _load_base_components(base)
+    components = load_base_components(base)
     control_model = StyleCodesControlModel.from_unet(
         components["unet"], autoencoder_input_dim=width, **spec.autoencoder_config
     )
@@ -128,6 +105,12 @@ def load_published_pipeline(spec: ModelVersionSpec) -> LoadedModel:
         base.label,
     )
     return LoadedModel(pipeline, base.label, fingerprint)
+
+
+def _fingerprint(spec: ModelVersionSpec, checkpoint: hub.ResolvedCheckpoint) -> hub.ModelFingerprint:
+    if spec.folder is not None:  # resolve_control_weights checked the weights against the manifest's fingerprint
+        return hub.ModelFingerprint(spec.fingerprint.removeprefix("sha256:"), spec.folder, revision=None)
+    return hub.fingerprint(spec, checkpoint)
 
 
 def _control_layout(spec: ModelVersionSpec, base: hub.BaseModelSource, *, autoencoder_input_dim: int) -> Any:
@@ -171,7 +154,7 @@ def _what_to_do_about(spec: ModelVersionSpec, checkpoint: hub.ResolvedCheckpoint
         raise CheckpointError(f"{exc} {hub.redownload_help(spec, checkpoint)}") from exc
 
 
-def _load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:
+def load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:
     """vae, text_encoder, tokenizer, unet (+ safety_checker, feature_extractor when the folder has them)."""
     try:
         if base.is_single_file:
@@ -228,5 +211,5 @@ def _load_folder_components(folder: Path) -> dict[str, Any]:
         components["feature_extractor"] = CLIPImageProcessor.from_pretrained(folder, subfolder="feature_extractor")
     else:
         # Not a warning here: the processes that serve models report it once at startup (bot.worker.__main__).
-        logger.info("%s has no safety checker; generated images will not be checked (nsfw=None).", folder)
+        logger.debug("%s has no safety checker; generated images will not be checked (nsfw=None).", folder)
     return components

@@ -6,9 +6,12 @@
     stylecodes mix "C_d_AAI_rQglIvUb1_fC1::2 KDArLSITDi8AAD8hDwQ/Cwk/Li0::1"
     stylecodes random
     stylecodes convert-checkpoint controlnet_model_11_80000.bin stylecodes_v1.safetensors
+    stylecodes dataset my-set --count 35000
+    stylecodes train --dataset my-set --output-dir runs/v2 --version 2
+    stylecodes eval 0 2 --out eval
 
 Every command takes --model-version (default 1, the published release; 0 is the offline demo model whose images
-are not meaningful), --device and --dtype. Errors are printed as one line and exit with status 2.
+are only palettes and patterns), --device and --dtype. Errors are printed as one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stylecodes.cli import checkpoints, codes, paint
+from stylecodes.cli import checkpoints, codes, paint, training
 from stylecodes.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, CliError, common_options, one_line
 from stylecodes.hub import ModelLoadError
 
 # Errors caused by input or environment, reported in one line; anything else is a bug and keeps its traceback.
 # (ValueError covers CodeError, ImageError, UnservedVersionError, CheckpointError and pipeline argument errors.)
 USER_ERRORS: tuple[type[BaseException], ...] = (CliError, ValueError, ModelLoadError, OSError)
-COMMAND_MODULES = (paint, codes, checkpoints)  # each adds its subcommands, in this order in --help
+COMMAND_MODULES = (paint, codes, checkpoints, training)  # each adds its subcommands, in this order in --help
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,7 +30,7 @@ def common_options() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="model version: 1 = published StyleCodes v1 (default; for `imagine --code` the code's own version), "
-        "0 = demo model (tiny random weights: its images are not meaningful)",
+        "0 = demo model (tiny, trained on procedural palettes and patterns), 2-9 = trained model folders",
     )
     common.add_argument("--device", default="auto", help="auto (cuda if available, else cpu), cpu, cuda or cuda:N")
     common.add_argument(
@@ -55,10 +55,15 @@ def check_version_option(args: argparse.Namespace, code: StyleCode) -> None:
 
 def control_model_layout(spec: ModelVersionSpec) -> Any:
     """The control module that version `spec` loads, without real weights: the keys and shapes a checkpoint needs."""
-    if spec.is_demo:
-        from stylecodes.demo import build_demo_components
+    if spec.folder is not None:  # a model-version folder records its layout in its control config
+        from stylecodes.models.control import StyleCodesControlModel
+        from stylecodes.training.export import CONTROL_FOLDER
 
-        return build_demo_components().control_model  # tiny; built for real in a fraction of a second
+        config = StyleCodesControlModel.load_config(Path(spec.folder) / CONTROL_FOLDER)
+        import torch
+
+        with torch.device("meta"):
+            return StyleCodesControlModel.from_config(config)
     import torch
 
     from stylecodes.models.control import StyleCodesControlModel
@@ -76,6 +81,7 @@ def device_and_dtype(args: argparse.Namespace) -> tuple[Any, Any]:
     # Library chatter (deprecations, backend fallbacks) is not for CLI users; progress bars stay on.
     diffusers_logging.set_verbosity_error()
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # per-tensor "Loading weights" bars; downloads keep theirs
     name = args.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,8 +1,10 @@
-"""Version 0, the demo model: every component of the real model at toy size, built in-process from a fixed seed.
+"""Version 0, the demo model: every component of the real model at toy size, trained on procedural styles.
 
-Nothing is downloaded and building takes a fraction of a second, so tests, CI and anyone trying the tool offline
-can run the whole path (encode an image, paint with the code) end to end. The weights are random: the images it
-paints are NOT meaningful, and its codes only mean something to the demo model itself.
+Its weights ship inside the package (`stylecodes/demo/weights/`, a model-version folder of about 19 MB) and load
+through the same code as any trained version, so tests, CI and anyone trying the tool offline run the whole path
+(encode an image, paint with the code) end to end with no download. It was trained on 64 px procedural pictures
+(palettes, stripes, checks, dots, rings, gradients, noise; shapes described by prompts) by `python -m
+stylecodes.demo.recipe`, base model included: its images follow the code's palette and pattern, nothing more.
 
 The layout mirrors the real one so that the same code paths run: an SD1.5-shaped UNet (four levels, two resnets
 per level, cross-attention in the middle levels) at widths 32/32/64/64, a 4-level VAE (8x downsampling, 4 latent
@@ -27,7 +29,30 @@ DEMO_SEED = 20241111  # fixed: the demo model must be the same everywhere, so it
 TEXT_WIDTH = 32  # text encoder hidden size = UNet cross-attention width
 SIGLIP_WIDTH = 48  # stand-in for SigLIP-base's 768
 MAX_PROMPT_TOKENS = 77  # as SD1.5's CLIP text encoder
-COLLABORATION_NOISE = 0.05  # std of the nudge to the collaboration linears: visible style effect, stable output
+DEMO_UNET_CONFIG = {
+    "sample_size": 8,  # 64 px: the demo's natural size (any multiple of 8 works)
+    "block_out_channels": (32, 32, 64, 64),
+    "layers_per_block": 2,
+    # SD1.5 has cross-attention in its first three levels; the demo drops it at full latent resolution, where
+    # self-attention over (H/8 * W/8) tokens made a 512 px demo image ten times slower.
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "cross_attention_dim": TEXT_WIDTH,
+    "attention_head_dim": 8,
+    # 8 groups, not SD1.5's 32: at the demo's natural size the mid block is 1x1, where 32 groups of 2 channels
+    # normalise each pair to +-1 and the control stream lost every difference between styles (measured).
+    "norm_num_groups": 8,
+}
+DEMO_VAE_CONFIG = {
+    "block_out_channels": (8, 16, 16, 16),  # 4 levels: 8x downsampling like SD1.5's VAE
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+    "latent_channels": 4,
+    "layers_per_block": 1,
+    "norm_num_groups": 8,
+    "sample_size": 64,
+}
+DEMO_AUTOENCODER_CONFIG = {"autoencoder_input_dim": SIGLIP_WIDTH, "d_model": 32, "num_heads": 4}
 
 # Printable ASCII; each character is one token (alone or ending a word). Other characters are unknown tokens.
 _CHARACTERS = [chr(code) for code in range(33, 127)]
@@ -45,31 +70,28 @@ class DemoComponents:
 
 
 def build_demo_components() -> DemoComponents:
-    """All demo components in fp32 on the CPU, identical on every call and machine (global RNG untouched)."""
+    """The trained demo model's components in fp32 on the CPU, loaded from the package's version folder."""
+    from stylecodes.loaders import load_model
+    from stylecodes.versions import DEMO_VERSION, get_spec
+
+    pipeline = load_model(get_spec(DEMO_VERSION)).pipeline
+    return DemoComponents(
+        pipeline.vae, pipeline.text_encoder, pipeline.tokenizer, pipeline.unet, pipeline.control_model,
+        pipeline.image_encoder,
+    )
+
+
+def build_demo_architecture(seed: int = DEMO_SEED) -> DemoComponents:
+    """The demo's components with freshly initialised (untrained) weights: what the recipe starts from.
+
+    Identical on every call and machine for the same `seed` (the global RNG is left untouched). The control module
+    keeps `from_unet`'s initialisation; `stylecodes.training` re-initialises its new layers as the paper does.
+    """
     tokenizer = build_demo_tokenizer()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(DEMO_SEED)
-        unet = UNet2DConditionModel(
-            sample_size=8,  # 64 px: the demo's natural size (any multiple of 8 works)
-            block_out_channels=(32, 32, 64, 64),
-            layers_per_block=2,
-            # SD1.5 has cross-attention in its first three levels; the demo drops it at full latent resolution,
-            # where self-attention over (H/8 * W/8) tokens made a 512 px demo image ten times slower.
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-            cross_attention_dim=TEXT_WIDTH,
-            attention_head_dim=8,
-            norm_num_groups=32,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(8, 16, 16, 16),  # 4 levels: 8x downsampling like SD1.5's VAE
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=1,
-            norm_num_groups=8,
-            sample_size=64,
-        )
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**DEMO_UNET_CONFIG)
+        vae = AutoencoderKL(**DEMO_VAE_CONFIG)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=len(tokenizer),
@@ -93,22 +115,10 @@ def build_demo_components() -> DemoComponents:
                 patch_size=16,
             )
         )
-        control_model = StyleCodesControlModel.from_unet(
-            unet, autoencoder_input_dim=SIGLIP_WIDTH, d_model=32, num_heads=4
-        )
-        _perturb_collaboration(control_model)
+        control_model = StyleCodesControlModel.from_unet(unet, **DEMO_AUTOENCODER_CONFIG)
     for module in (unet, vae, text_encoder, image_encoder, control_model):
         module.eval().requires_grad_(False)
     return DemoComponents(vae, text_encoder, tokenizer, unet, control_model, image_encoder)
-
-
-def _perturb_collaboration(control_model: StyleCodesControlModel) -> None:
-    """Nudge the identity-initialised collaboration linears, as training would: at exact identity the control
-    stream cannot reach the base stream and every style would paint the same image."""
-    with torch.no_grad():
-        for name, parameter in control_model.named_parameters():
-            if name.startswith(("middle_block_out.", "control_model.up_zero_convs_out.")):
-                parameter.add_(torch.randn_like(parameter) * COLLABORATION_NOISE)
 
 
 def build_demo_tokenizer() -> CLIPTokenizer:

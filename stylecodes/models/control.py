@@ -79,6 +79,8 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
     is the control stream's.
     """
 
+    _supports_gradient_checkpointing = True  # training: `enable_gradient_checkpointing()` (per up sub-block)
+
     @register_to_config
     def __init__(
         self,
@@ -103,8 +105,9 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
         decoder_layers: int = 2,
         max_len: int = 5000,
     ) -> None:
+        settings = dict(locals())  # the autoencoder's settings, by their names in this signature
         super().__init__()
-        settings = locals()  # the autoencoder's settings, by their names in this signature
+        self.gradient_checkpointing = False
         self.sref_autoencoder = StyleAutoencoder(
             output_dim=block_out_channels[-1],
             **{inner: settings[outer] for outer, inner in AUTOENCODER_SETTINGS.items()},
@@ -341,12 +344,14 @@ class StyleCodesControlModel(ModelMixin, ConfigMixin):
                 skip = skips.pop()
                 # Match the skip sizes when the sample is not a multiple of 8, as UNet2DConditionModel does.
                 upsample_size = skips[-1].shape[2:] if index == last and skips and need_upsample_size else None
-                h_base = base_block.resnets[index](torch.cat([h_base, skip], 1), temb)
-                h_base = _finish_up_subblock(base_block, index, h_base, text, upsample_size, cross_attention_kwargs)
-                h_ctrl = resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
-                h_ctrl = _finish_up_subblock(ctrl_block, index, h_ctrl, ctrl_text, upsample_size)
-                final = not skips  # after the last sub-block only the base stream is still needed
-                h_ctrl, h_base = _collaborate(next(collaboration), h_ctrl, h_base, style, final=final)
+                blocks = (base_block, ctrl_block, index, next(collaboration), style, upsample_size, not skips)
+                streams = (h_ctrl, h_base, skip, temb, text, ctrl_temb, ctrl_text, cross_attention_kwargs)
+                if self.gradient_checkpointing and torch.is_grad_enabled():  # training: recompute in backward
+                    h_ctrl, h_base = torch.utils.checkpoint.checkpoint(
+                        _up_subblock, *blocks, *streams, use_reentrant=False
+                    )
+                else:
+                    h_ctrl, h_base = _up_subblock(*blocks, *streams)
 
         # 5. The base's output head.
         return unet.conv_out(unet.conv_act(unet.conv_norm_out(h_base)))  # (B, 4, H, W)
@@ -424,6 +429,33 @@ def _collaborate(
     new_base = torch.lerp(base_flat, mix(slice(channels, None)), style.scale.to(base.dtype)).view_as(base)
     new_ctrl = None if final else mix(slice(None, channels)).view_as(h_ctrl)
     return new_ctrl, new_base if rows is None else h_base.index_copy(0, rows, new_base)
+
+
+def _up_subblock(
+    base_block: nn.Module,
+    ctrl_block: nn.Module,
+    index: int,
+    collaboration: nn.Linear,
+    style: PreparedStyle,
+    upsample_size: torch.Size | None,
+    final: bool,
+    h_ctrl: Tensor,
+    h_base: Tensor,
+    skip: Tensor,
+    temb: Tensor,
+    text: Tensor | tuple[Tensor, ...],
+    ctrl_temb: Tensor,
+    ctrl_text: Tensor,
+    cross_attention_kwargs: dict[str, Any] | None,
+) -> tuple[Tensor | None, Tensor]:
+    """Resnet `index` of an up block (+ its attention and upsampler) in both streams, then their collaboration.
+
+    After the last sub-block (`final`) only the base stream is still needed."""
+    h_base = base_block.resnets[index](torch.cat([h_base, skip], 1), temb)
+    h_base = _finish_up_subblock(base_block, index, h_base, text, upsample_size, cross_attention_kwargs)
+    h_ctrl = resnet_on_zero_skip(ctrl_block.resnets[index], h_ctrl, skip.shape[1], ctrl_temb)
+    h_ctrl = _finish_up_subblock(ctrl_block, index, h_ctrl, ctrl_text, upsample_size)
+    return _collaborate(collaboration, h_ctrl, h_base, style, final=final)
 
 
 def _finish_up_subblock(

@@ -211,7 +211,7 @@ def test_end_to_end_encode_then_imagine_writes_a_png(capsys, tmp_path, style_ima
     argv = ["imagine", "a lighthouse", "--code", stylecode, "--seed", "42", "--steps", "3"]
     code, out, err = run(capsys, *argv, "--width", "96", "--height", "64", "--out", str(image_path))
     assert code == 0, err
-    assert "not meaningful" in err  # the demo model says so whenever it is used
+    assert "procedural" in err  # the demo model says so whenever it is used
     assert f"{image_path}\tseed 42\tcode {stylecode}" in out
     with Image.open(image_path) as painted:
         assert painted.format == "PNG" and painted.size == (96, 64)
@@ -219,7 +219,7 @@ def test_end_to_end_encode_then_imagine_writes_a_png(capsys, tmp_path, style_ima
         painted.load()
         pixels = painted.tobytes()
     assert metadata["style_code"] == stylecode and metadata["seed"] == 42 and metadata["model_version"] == 0
-    assert metadata["model_title"] == get_spec(0).title and metadata["base_model"] == "demo (built in-process)"
+    assert metadata["model_title"] == get_spec(0).title and metadata["base_model"] == get_spec(0).base_model
 
     # The same command paints the same picture.
     again = tmp_path / "again.png"
@@ -264,7 +264,7 @@ def test_imagine_with_a_style_image_paints_with_its_code(capsys, tmp_path, style
     assert loads == [(0, torch.float32)]
     paths = [tmp_path / "styled-1.png", tmp_path / "styled-2.png"]
     assert out.splitlines() == [f"{paths[0]}\tseed 5\tcode {image_code}", f"{paths[1]}\tseed 6\tcode {image_code}"]
-    assert err.count("not meaningful") == 1  # warnings are printed once, not once per image
+    assert err.count("procedural") == 1  # warnings are printed once, not once per image
     for path, seed in zip(paths, (5, 6), strict=True):
         with Image.open(path) as painted:
             metadata = json.loads(painted.text["stylecodes"])

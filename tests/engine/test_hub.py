@@ -256,7 +256,7 @@ def _cached_published_model(fake_hub, monkeypatch, published_files, files: dict[
 def test_offline_cache_loads_the_published_model_with_its_fingerprint(fake_hub, monkeypatch, published_files):
     data = published_files.checkpoint_bin.read_bytes()
     _cached_published_model(fake_hub, monkeypatch, published_files, {"controlnet_model_11_80000.bin": data})
-    pipeline, _, fingerprint = loaders.load_published_pipeline(published_files.spec)
+    pipeline, _, fingerprint = loaders.load_model(published_files.spec)
     assert fingerprint == hub.ModelFingerprint(
         hashlib.sha256(data).hexdigest(), f"hf://{REPO}/controlnet_model_11_80000.bin", COMMIT_A
     )
@@ -316,7 +316,7 @@ def test_a_bad_checkpoint_is_reported_before_the_base_model_or_a_gpu(
     def no_base(*args, **kwargs):
         raise AssertionError("the base model was loaded before the checkpoint was checked")
 
-    monkeypatch.setattr(loaders, "_load_base_components", no_base)
+    monkeypatch.setattr(loaders, "load_base_components", no_base)
     monkeypatch.setattr(engine_module, "get_spec", lambda version: published_files.spec)
     with pytest.raises(CheckpointError) as error:
         StyleEngine.load(1, device="cuda")  # (there is no GPU here: reaching it would raise something else)

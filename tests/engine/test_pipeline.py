@@ -290,7 +290,7 @@ def test_non_multiple_of_64_sizes_work(pipe, codes):
 def test_diffusers_folder_base_loads_and_matches_the_demo(published_files, monkeypatch, demo_engine, codes):
     for name, value in published_files.env().items():
         monkeypatch.setenv(name, value)
-    pipeline, label, _ = loaders.load_published_pipeline(published_files.spec)
+    pipeline, label, _ = loaders.load_model(published_files.spec)
     assert label == str(published_files.base_folder)
     assert pipeline.safety_checker is not None and pipeline.model_version == 1
     pipeline.set_progress_bar_config(disable=True)
@@ -304,7 +304,7 @@ def test_diffusers_folder_base_loads_and_matches_the_demo(published_files, monke
 def test_safety_checker_verdict_is_returned_and_image_kept(published_files, monkeypatch):
     for name, value in published_files.env().items():
         monkeypatch.setenv(name, value)
-    pipeline, _, _ = loaders.load_published_pipeline(published_files.spec)
+    pipeline, _, _ = loaders.load_model(published_files.spec)
     pipeline.set_progress_bar_config(disable=True)
     with torch.no_grad():  # make the toy checker flag everything: every concept threshold below any similarity
         pipeline.safety_checker.concept_embeds_weights.fill_(-2.0)
@@ -317,7 +317,7 @@ def test_pickle_checkpoint_loads_like_safetensors(published_files, monkeypatch):
     env = published_files.env(checkpoint=published_files.checkpoint_bin)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    pipeline, _, _ = loaders.load_published_pipeline(published_files.spec)
+    pipeline, _, _ = loaders.load_model(published_files.spec)
     from safetensors.torch import load_file
 
     expected = load_file(str(published_files.checkpoint_safetensors))
@@ -366,7 +366,7 @@ def test_single_file_base_loads_through_diffusers_without_a_safety_checker(
     monkeypatch.setattr(single_file, "fetch_diffusers_config", lambda checkpoint: config)
     monkeypatch.setattr(single_file, "load_single_file_sub_model", convert)
     monkeypatch.setattr(single_file, "_legacy_load_safety_checker", legacy_safety_checker)
-    pipeline, label, _ = loaders.load_published_pipeline(published_files.spec)
+    pipeline, label, _ = loaders.load_model(published_files.spec)
     assert read == [str(single)]
     assert sorted(converted) == ["scheduler", "text_encoder", "tokenizer", "unet", "vae"]  # no checker, no extractor
     assert label == str(single) and pipeline.safety_checker is None and pipeline.feature_extractor is None
@@ -388,7 +388,7 @@ def test_single_file_missing_a_component_is_a_model_load_error(published_files, 
 
     monkeypatch.setattr("diffusers.StableDiffusionPipeline.from_single_file", incomplete)
     with pytest.raises(ModelLoadError) as error:
-        loaders.load_published_pipeline(published_files.spec)
+        loaders.load_model(published_files.spec)
     message = str(error.value)
     assert str(single) in message and "Failed to load CLIPTextModel" in message and "diffusers folder" in message
     assert "from_single_file" not in message  # diffusers' code recipe is for developers, not for users

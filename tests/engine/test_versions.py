@@ -35,11 +35,11 @@ def test_published_version_points_at_the_release():
     assert not spec.is_demo
 
 
-def test_demo_version_says_its_images_are_not_meaningful():
+def test_demo_version_says_what_it_was_trained_on():
     spec = VERSIONS[0]
     assert spec.is_demo and spec.checkpoint_repo is None
-    assert "not meaningful" in spec.title
-    assert "not meaningful" in spec.short_title
+    assert "procedural" in spec.title
+    assert "procedural" in spec.short_title
 
 
 def test_unserved_version_names_the_served_ones():
@@ -148,7 +148,7 @@ def test_offline_encoder_without_cache_fails_clearly(offline_hub, monkeypatch, t
 
 
 def test_broken_local_folders_give_model_load_errors(tmp_path):
-    from stylecodes.loaders import _load_base_components
+    from stylecodes.loaders import load_base_components
     from stylecodes.models.image_encoder import load_vision_model
 
     siglip = tmp_path / "siglip"
@@ -160,4 +160,4 @@ def test_broken_local_folders_give_model_load_errors(tmp_path):
     base.mkdir()
     (base / "model_index.json").write_text("{}")
     with pytest.raises(hub.ModelLoadError, match=r"Could not load the SD1\.5 base model from my-sd15"):
-        _load_base_components(hub.BaseModelSource(base, is_single_file=False, label="my-sd15"))
+        load_base_components(hub.BaseModelSource(base, is_single_file=False, label="my-sd15"))
