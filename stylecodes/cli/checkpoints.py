@@ -20,12 +20,35 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
     convert.add_argument("dst", type=Path, metavar="DST")
     convert.set_defaults(run=run_convert)
 
+    deadiff = commands.add_parser(
+        "convert-deadiff",
+        help="convert DEADiff's deadiff_v1.ckpt (qth/DEADiff; personal, research and non-commercial use only) to the "
+        ".safetensors file the deadiff style mode loads",
+    )
+    deadiff.add_argument("dst", type=Path, metavar="DST", help="the .safetensors file to write")
+    deadiff.add_argument(
+        "--checkpoint", type=Path, default=None, metavar="PATH",
+        help="a local deadiff_v1.ckpt (default: download it from the Hugging Face Hub, 7.43 GB)",
+    )
+    deadiff.set_defaults(run=run_convert_deadiff)
+
 
 def run_convert(args: argparse.Namespace) -> int:
     from stylecodes.checkpoint import convert_to_safetensors
 
     spec = get_spec(version_option(args, default=DEFAULT_VERSION))
     print(convert_to_safetensors(args.src, args.dst, expected=control_model_layout(spec)))
+    return 0
+
+
+def run_convert_deadiff(args: argparse.Namespace) -> int:
+    from stylecodes.models.deadiff.convert import LICENCE_NOTE, convert_deadiff_checkpoint, download_release
+
+    print(LICENCE_NOTE)
+    source = args.checkpoint if args.checkpoint is not None else download_release()
+    for note in convert_deadiff_checkpoint(source, args.dst):
+        print(note)
+    print(args.dst)
     return 0
 
 
