@@ -40,7 +40,10 @@ STEP_ONLY_ENCODER = {
 def deadiff_step(unet: UNet2DConditionModel, model: DEADiffModel | None = None) -> Step:
     """`step(sample, timestep, text)`: the UNet call with DEADiff's processors, for random style tokens (the
     conditioning is made on the first call for its batch and reused, as per generation)."""
-    model = model or DEADiffModel(encoder_config=STEP_ONLY_ENCODER).to(unet.device, unet.dtype)
+    if model is None:
+        model = DEADiffModel(encoder_config=STEP_ONLY_ENCODER).to(unet.device)
+        if model.dtype != unet.dtype:  # (diffusers logs a warning on every dtype cast)
+            model.to(dtype=unet.dtype)
     prepared: dict[int, object] = {}
 
     def step(sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor) -> object:
