@@ -20,8 +20,12 @@ from torch import Tensor
 
 from stylecodes import hub
 from stylecodes.checkpoint import CheckpointError, check_control_parts, check_state_dict, load_state_dict
+from stylecodes.demo.deadiff import build_demo_deadiff
 from stylecodes.models.control import StyleCodesControlModel
+from stylecodes.models.deadiff.model import DEADiffModel
+from stylecodes.models.deadiff.settings import deadiff_settings
 from stylecodes.models.image_encoder import StyleImageEncoder, load_autoencoder, load_vision_model
+from stylecodes.modes.deadiff import DEADiffMode
 from stylecodes.pipelines.scheduler import make_scheduler
 from stylecodes.pipelines.text_to_image import StyleCodesPipeline
 from stylecodes.versions import ModelVersionSpec
@@ -75,6 +79,8 @@ def load_model(spec: ModelVersionSpec) -> LoadedModel:
     checkpoint = resolve_control_weights(spec)
     base = hub.resolve_base_model(spec)
     siglip_folder = hub.resolve_image_encoder(spec)
+    settings = deadiff_settings()  # the published model's deadiff mode, only once the operator accepted its licence
+    deadiff_path = settings.require_checkpoint() if settings.enabled and spec.folder is None else None
     # 2. The weights before the big base model: their hash (a damaged download), then their keys and shapes.
     fingerprint = _fingerprint(spec, checkpoint)
     image_encoder = load_vision_model(siglip_folder)
@@ -96,6 +102,10 @@ def load_model(spec: ModelVersionSpec) -> LoadedModel:
         image_encoder=image_encoder,
         model_version=spec.version,
     )
+    if deadiff_path is not None:
+        pipeline.add_mode(DEADiffMode(DEADiffModel.from_file(deadiff_path), pipeline.unet))
+    elif spec.is_demo:  # the demo's own toy DEADiff (random weights from a fixed seed: none of DEADiff's)
+        pipeline.add_mode(DEADiffMode(build_demo_deadiff(pipeline.unet), pipeline.unet))
     logger.info(
         "Model version %d: control weights %s (revision %s, sha256 %s), base %s.",
         spec.version,

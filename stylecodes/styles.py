@@ -17,12 +17,15 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Union
 
+import numpy as np
 import PIL.Image
 
 from stylecodes.checks import DEFAULT_STRENGTH, STRENGTH_RANGE, check_number, describe
 from stylecodes.codec import CodeError, StyleCode, parse_code
 
 STYLECODE_MODE = "stylecode"  # the published method: a code decoded by the control module
+DEADIFF_MODE = "deadiff"  # DEADiff's style tokens in the UNet's style layers (opt-in, non-commercial licence)
+DEADIFF_DEFAULT_STRENGTH = 1.0  # DEADiff's `img_weight` default
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,69 @@ class StyleImage:
         return None
 
 
+@dataclass(frozen=True, eq=False)
+class DEADiffStyle:
+    """DEADiff's style of a picture: its style Q-Former's tokens, (16, 768) float16 for the released model, painted
+    by the `deadiff` mode at `strength` (DEADiff's `img_weight`, default 1.0). float16 because that is what is stored
+    and sent: a picture's tokens are rounded once, when they are made, so a repaint from them is exact."""
+
+    kind: ClassVar[str] = "deadiff"
+    mode: ClassVar[str] = DEADIFF_MODE
+    tokens: np.ndarray
+    strength: float = DEADIFF_DEFAULT_STRENGTH
+
+    def __post_init__(self) -> None:
+        tokens = self.tokens
+        if not isinstance(tokens, np.ndarray) or tokens.ndim != 2:
+            got = f"shape {tokens.shape}" if isinstance(tokens, np.ndarray) else describe(tokens)
+            raise ValueError(f"`tokens` must be a (tokens, width) array, 16 x 768 for DEADiff, got {got}.")
+        if not (0 < tokens.shape[0] <= _MAX_TOKENS and 0 < tokens.shape[1] <= _MAX_TOKEN_WIDTH):
+            raise ValueError(f"`tokens` must be at most {_MAX_TOKENS} x {_MAX_TOKEN_WIDTH}, got {tokens.shape}.")
+        with np.errstate(over="ignore"):  # (values beyond float16's range become inf, refused just below)
+            tokens = tokens.astype(np.float16)  # a copy: the caller's array can change without changing the style
+        if not np.isfinite(tokens).all():
+            raise ValueError("`tokens` must be finite values within float16's range.")
+        tokens.flags.writeable = False
+        object.__setattr__(self, "tokens", tokens)
+        object.__setattr__(self, "strength", check_number("strength", self.strength, *STRENGTH_RANGE))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DEADiffStyle):
+            return NotImplemented
+        return self.strength == other.strength and np.array_equal(self.tokens, other.tokens)
+
+    def __hash__(self) -> int:
+        return hash((self.tokens.tobytes(), self.strength))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "tokens": base64.b64encode(self.tokens.astype("<f2").tobytes()).decode("ascii"),
+            "shape": list(self.tokens.shape),
+            "strength": self.strength,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> DEADiffStyle:
+        shape = _field(data, "shape", list)
+        if len(shape) != 2 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+            raise ValueError(f"The style's `shape` must be two positive integers, got {describe(shape)}.")
+        raw = base64.b64decode(_field(data, "tokens", str), validate=True)
+        if len(raw) != 2 * shape[0] * shape[1]:
+            raise ValueError(f"The style's `tokens` hold {len(raw)} bytes; a {shape[0]}x{shape[1]} float16 array has "
+                             f"{2 * shape[0] * shape[1]}.")
+        tokens = np.frombuffer(raw, dtype="<f2").reshape(shape)
+        return cls(tokens, _field(data, "strength", float | int))
+
+    def batch_part(self) -> Hashable | None:
+        return None  # per row: any batch can take it
+
+
+_MAX_TOKENS, _MAX_TOKEN_WIDTH = 64, 4096  # well above DEADiff's 16 x 768; bounds what a job's JSON may carry
+
 # Every style type, by its JSON `kind`. A new mode's style type is added here.
-STYLE_TYPES: dict[str, type[Any]] = {cls.kind: cls for cls in (CodeStyle, StyleImage)}
-Style = Union[CodeStyle, StyleImage]  # noqa: UP007 (a runtime alias for isinstance-free annotations)
+STYLE_TYPES: dict[str, type[Any]] = {cls.kind: cls for cls in (CodeStyle, StyleImage, DEADiffStyle)}
+Style = Union[CodeStyle, StyleImage, DEADiffStyle]  # noqa: UP007 (a runtime alias for isinstance-free annotations)
 
 
 def check_styles(styles: Any) -> tuple[Any, ...]:
@@ -141,4 +204,15 @@ def _field(data: Mapping[str, Any], name: str, expected: Any) -> Any:
     return value
 
 
-__all__ = ["STYLECODE_MODE", "STYLE_TYPES", "CodeError", "CodeStyle", "Style", "StyleImage", "check_styles"]
+__all__ = [
+    "DEADIFF_DEFAULT_STRENGTH",
+    "DEADIFF_MODE",
+    "STYLECODE_MODE",
+    "STYLE_TYPES",
+    "CodeError",
+    "CodeStyle",
+    "DEADiffStyle",
+    "Style",
+    "StyleImage",
+    "check_styles",
+]

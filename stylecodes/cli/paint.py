@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stylecodes.checks import MAX_IMAGES_PER_CALL, STRENGTH_RANGE, check_int, check_number
-from stylecodes.cli.common import EXIT_ERROR, device_and_dtype, save_png, version_option
+from stylecodes.checks import DEFAULT_STRENGTH, MAX_IMAGES_PER_CALL, STRENGTH_RANGE, check_int, check_number
+from stylecodes.cli.common import EXIT_ERROR, CliError, device_and_dtype, save_png, version_option
 from stylecodes.codec import parse_code
 from stylecodes.images import ImageError, load_image
+from stylecodes.models.deadiff.settings import ACCEPT_LICENSE_ENV, deadiff_settings
 from stylecodes.requests import GenerationRequest
-from stylecodes.styles import CodeStyle
+from stylecodes.styles import DEADIFF_DEFAULT_STRENGTH, DEADIFF_MODE, STYLECODE_MODE, CodeStyle, StyleImage
 from stylecodes.versions import DEFAULT_VERSION, UnservedVersionError, get_spec
 
 # `encode` loads and encodes this many images at a time: memory stays bounded however many files are named, and
@@ -29,10 +30,19 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
     imagine = commands.add_parser("imagine", parents=[common], help="paint PROMPT in the style of a code or image")
     imagine.add_argument("prompt", metavar="PROMPT")
-    style = imagine.add_mutually_exclusive_group()
-    style.add_argument("--code", help="stylecode to paint with (canonical or legacy form)")
-    style.add_argument("--style-image", type=Path, metavar="IMG", help="image to take the style from")
-    imagine.add_argument("--strength", type=float, default=0.9, help="style strength, 0..1.5 (default 0.9)")
+    imagine.add_argument("--code", help="stylecode to paint with (canonical or legacy form)")
+    imagine.add_argument("--style-image", type=Path, metavar="IMG", help="image to take the style from")
+    imagine.add_argument(
+        "--mode",
+        choices=(STYLECODE_MODE, DEADIFF_MODE),
+        default=STYLECODE_MODE,
+        help="how --style-image styles the picture: stylecode (its code, default) or deadiff (DEADiff's style "
+        f"tokens; needs {ACCEPT_LICENSE_ENV}=1 for version 1, non-commercial use only; may be combined with --code)",
+    )
+    imagine.add_argument(
+        "--strength", type=float, default=None,
+        help="strength of the style image (or code), 0..1.5 (default 0.9; 1.0 with --mode deadiff, DEADiff's own)",
+    )
     imagine.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     imagine.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)")
     imagine.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
@@ -70,19 +80,31 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_imagine(args: argparse.Namespace) -> int:
+    deadiff = args.mode == DEADIFF_MODE
+    if deadiff and args.style_image is None:
+        raise CliError("--mode deadiff paints with a style image: give --style-image IMG.")
+    if not deadiff and args.code and args.style_image:
+        raise CliError("Give --code or --style-image, not both (or --mode deadiff to combine a code with an image).")
     code = parse_code(args.code) if args.code else None
     version = version_option(args, default=code.version if code else DEFAULT_VERSION)
     if code is not None and code.version != version:
         raise UnservedVersionError(code.version, [version])
+    if deadiff and not get_spec(version).is_demo:  # the operator's opt-in, before any model is loaded
+        deadiff_settings().require_checkpoint()
     style_image = load_image(args.style_image) if args.style_image else None
     from stylecodes.engine import StyleEngine  # torch: imported once the cheap checks passed
 
     seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
     count = check_int("count", args.count, 1, MAX_IMAGES_PER_CALL)
     # Requests check every field when created: bad arguments fail before any model is loaded or downloaded. A style
-    # image is encoded below, once the model is loaded (its strength is checked here already).
-    strength = check_number("strength", args.strength, *STRENGTH_RANGE)
-    styles = (CodeStyle(code, strength),) if code is not None else ()
+    # image for the stylecode mode is encoded below, once the model is loaded (its strength is checked here already).
+    default_strength = DEADIFF_DEFAULT_STRENGTH if deadiff else DEFAULT_STRENGTH
+    strength = check_number("strength", default_strength if args.strength is None else args.strength, *STRENGTH_RANGE)
+    styles: tuple = ()
+    if code is not None:
+        styles = (CodeStyle(code, DEFAULT_STRENGTH if deadiff else strength),)
+    if deadiff:  # one StyleImage object for every request: the mode encodes it once
+        styles = (*styles, StyleImage(style_image, DEADIFF_MODE, strength))
     requests = [
         GenerationRequest(
             prompt=args.prompt,
@@ -98,7 +120,7 @@ def run_imagine(args: argparse.Namespace) -> int:
     ]
     device, dtype = device_and_dtype(args)
     engine = StyleEngine.load(version, device=device, dtype=dtype, show_progress=True)
-    if style_image is not None:
+    if style_image is not None and not deadiff:
         [image_code] = engine.encode([style_image])
         requests = [dataclasses.replace(request, styles=(CodeStyle(image_code, strength),)) for request in requests]
     results = engine.generate(requests)
@@ -106,7 +128,8 @@ def run_imagine(args: argparse.Namespace) -> int:
     for index, result in enumerate(results):
         path = out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
         save_png(result.image, path, result.metadata)
-        print(f"{path}\tseed {result.metadata['seed']}\tcode {result.metadata['style_code'] or '(none)'}")
+        line = f"{path}\tseed {result.metadata['seed']}\tcode {result.metadata['style_code'] or '(none)'}"
+        print(line + ("\tdeadiff" if result.metadata.get("deadiff_style") else ""))
     for warning in dict.fromkeys(warning for result in results for warning in result.warnings):  # once each
         print(f"warning: {warning}", file=sys.stderr)
     return 0

@@ -43,7 +43,7 @@ def test_requests_round_trip_through_json_with_every_style_type(code, style_imag
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"kind": "sticker"}, r"Unknown style kind 'sticker'; known kinds are code, image"),
+        ({"kind": "sticker"}, r"Unknown style kind 'sticker'; known kinds are code, deadiff, image"),
         ({"code": "x"}, r"must be an object with a `kind`"),
         ({"kind": "code", "strength": 0.5}, r"`code` is missing"),
         ({"kind": "code", "code": "C_d_AAI_rQglIvUb1_fC1", "strength": "high"}, r"`strength` is missing or of"),
@@ -150,7 +150,7 @@ def test_a_mode_joins_the_pipeline_through_the_seam(ink_pipe, code):
 
 def test_modes_the_pipeline_lacks_or_that_clash_are_refused_before_any_work(ink_pipe, monkeypatch):
     pipe, mode = ink_pipe
-    with pytest.raises(ValueError, match=r"no sticker style mode loaded; it paints with: stylecode, ink"):
+    with pytest.raises(ValueError, match=r"no sticker style mode loaded; it paints with: stylecode, deadiff, ink"):
         monkeypatch.setitem(styles_module.STYLE_TYPES, "sticker", type("_Sticker", (_Ink,), {"mode": "sticker"}))
         pipe("a", style=styles_module.STYLE_TYPES["sticker"]("x"), seed=1, **FAST)
     pencil_style = type("_Pencil", (_Ink,), {"mode": "pencil", "kind": "pencil"})

@@ -41,6 +41,7 @@ from stylecodes.models.deadiff.checkpoint_reader import read_lightning_checkpoin
 # "[DEC]" at 30522): the subject text DEADiff's style Q-Former reads.
 STYLE_CONDITION_TOKEN_IDS = (101, 2806, 102)
 RELEASE_REPO, RELEASE_FILE = "qth/DEADiff", "deadiff_v1.ckpt"
+CONFIG_METADATA_KEY = "deadiff_config"  # the converted file's metadata entry holding DEADiffModel's config
 HEAD_DIM = 64  # CLIP ViT-L (1024 / 16 heads) and BERT-base (768 / 12 heads); head counts are not in the weights
 LICENCE_NOTE = (
     "DEADiff (bytedance/DEADiff): code Apache-2.0; the README limits use of the model to personal, research and "
@@ -108,7 +109,7 @@ def convert_deadiff_checkpoint(
     check_state_dict(expected, ours, source=f"{src} (mapped to DEADiffModel)")
     dst.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": "pt", "converted_from": src.name, "licence": LICENCE_NOTE,
-                "deadiff_config": json.dumps(config, sort_keys=True)}
+                CONFIG_METADATA_KEY: json.dumps(config, sort_keys=True)}
     save_file(_without_shared_storage(ours), str(dst), metadata=metadata)  # (safetensors refuses shared memory)
     notes = [f"ignored {len(theirs) - len(used)} tensors the style mode does not use (SD1.x base, content branch...)"]
     if unexpected:
@@ -144,12 +145,12 @@ def read_converted(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
             state_dict = {key: file.get_tensor(key) for key in file.keys()}
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"Could not read {path}: {error}. Convert `deadiff_v1.ckpt` again.") from error
-    if "deadiff_config" not in metadata:
+    if CONFIG_METADATA_KEY not in metadata:
         raise CheckpointError(
             f"{path} is not a converted DEADiff file (no `deadiff_config` in its metadata); make one with "
             "`stylecodes convert-deadiff deadiff_v1.ckpt deadiff.safetensors`."
         )
-    return json.loads(metadata["deadiff_config"]), state_dict
+    return json.loads(metadata[CONFIG_METADATA_KEY]), state_dict
 
 
 # -------------------------------------------------------------------------------------------------- the layout

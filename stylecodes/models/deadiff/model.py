@@ -32,7 +32,6 @@ from stylecodes.models.deadiff.attention import (
 )
 from stylecodes.models.deadiff.style_encoder import DEADiffStyleEncoder
 
-CONFIG_METADATA_KEY = "deadiff_config"
 SD15_INNER_DIMS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320]
 
 
@@ -86,8 +85,17 @@ class DEADiffModel(ModelMixin, ConfigMixin):
         model.style_encoder.float()  # (the released CLIP tower is stored in float16)
         return model.eval().requires_grad_(False)
 
-    def config_json(self) -> str:
-        return json.dumps(dict(self.config.items()), sort_keys=True, default=list)
+    def save_file(self, path: str | Path) -> Path:
+        """Write the weights and config in the converter's format (what `from_file` reads)."""
+        from safetensors.torch import save_file
+
+        from stylecodes.models.deadiff.convert import CONFIG_METADATA_KEY
+
+        config = {key: self.config[key] for key in ("encoder_config", "inner_dims", "content_layers")}
+        metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(config, sort_keys=True, default=list)}
+        state_dict = {key: value.contiguous() for key, value in self.state_dict().items()}
+        save_file(state_dict, str(path), metadata=metadata)
+        return Path(path)
 
     # -------------------------------------------------------------------------------------------- conditioning
 
