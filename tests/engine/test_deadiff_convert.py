@@ -11,7 +11,8 @@ import torch
 from stylecodes.checkpoint import CheckpointError
 from stylecodes.cli import main
 from stylecodes.models.deadiff.checkpoint_reader import read_lightning_checkpoint
-from stylecodes.models.deadiff.convert import convert_deadiff_checkpoint, read_converted
+from stylecodes.models.deadiff.convert import convert_deadiff_checkpoint
+from stylecodes.models.deadiff.files import read_converted
 from stylecodes.models.deadiff.model import DEADiffModel
 from tests.engine.deadiff_support import Golden, load_golden, save_lightning_checkpoint
 

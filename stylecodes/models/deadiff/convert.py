@@ -29,19 +29,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
 from stylecodes.checkpoint import CheckpointError, _without_shared_storage, check_state_dict
 from stylecodes.models.deadiff.attention import CONTENT_LAYERS
 from stylecodes.models.deadiff.checkpoint_reader import read_lightning_checkpoint
+from stylecodes.models.deadiff.files import CONFIG_METADATA_KEY
+from stylecodes.models.deadiff.model import DEADiffModel
 
 # "[CLS] style [SEP]" in bert-base-uncased's vocabulary, which LAVIS's BLIP-2 tokenizer uses (it only appends
 # "[DEC]" at 30522): the subject text DEADiff's style Q-Former reads.
 STYLE_CONDITION_TOKEN_IDS = (101, 2806, 102)
 RELEASE_REPO, RELEASE_FILE = "qth/DEADiff", "deadiff_v1.ckpt"
-CONFIG_METADATA_KEY = "deadiff_config"  # the converted file's metadata entry holding DEADiffModel's config
 HEAD_DIM = 64  # CLIP ViT-L (1024 / 16 heads) and BERT-base (768 / 12 heads); head counts are not in the weights
 LICENCE_NOTE = (
     "DEADiff (bytedance/DEADiff): code Apache-2.0; the README limits use of the model to personal, research and "
@@ -102,8 +102,6 @@ def convert_deadiff_checkpoint(
     config = infer_config(theirs, condition_token_ids, vision_heads, qformer_heads)
     ours = map_state_dict(theirs, condition_token_ids)
 
-    from stylecodes.models.deadiff.model import DEADiffModel
-
     with torch.device("meta"):
         expected = DEADiffModel(**config)
     check_state_dict(expected, ours, source=f"{src} (mapped to DEADiffModel)")
@@ -133,24 +131,6 @@ def download_release() -> Path:
             f"Could not get {RELEASE_REPO}/{RELEASE_FILE} from the Hugging Face Hub ({reason}); download it "
             "elsewhere and pass it with --checkpoint."
         ) from error
-
-
-def read_converted(path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    """(config, state dict) of a file written by `convert_deadiff_checkpoint`."""
-    if not path.is_file():
-        raise CheckpointError(f"DEADiff weights not found: {path}.")
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as file:
-            metadata = file.metadata() or {}
-            state_dict = {key: file.get_tensor(key) for key in file.keys()}
-    except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"Could not read {path}: {error}. Convert `deadiff_v1.ckpt` again.") from error
-    if CONFIG_METADATA_KEY not in metadata:
-        raise CheckpointError(
-            f"{path} is not a converted DEADiff file (no `deadiff_config` in its metadata); make one with "
-            "`stylecodes convert-deadiff deadiff_v1.ckpt deadiff.safetensors`."
-        )
-    return json.loads(metadata[CONFIG_METADATA_KEY]), state_dict
 
 
 # -------------------------------------------------------------------------------------------------- the layout

@@ -23,6 +23,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import Tensor, nn
 
+from stylecodes.checkpoint import check_state_dict
 from stylecodes.models.deadiff.attention import (
     CONTENT_LAYERS,
     DEADiffAttnProcessor,
@@ -30,6 +31,7 @@ from stylecodes.models.deadiff.attention import (
     ImageKeyValue,
     check_cross_attentions,
 )
+from stylecodes.models.deadiff.files import CONFIG_METADATA_KEY, read_converted
 from stylecodes.models.deadiff.style_encoder import DEADiffStyleEncoder
 
 SD15_INNER_DIMS = [320, 320, 640, 640, 1280, 1280, 1280, 1280, 1280, 1280, 640, 640, 640, 320, 320, 320]
@@ -72,12 +74,9 @@ class DEADiffModel(ModelMixin, ConfigMixin):
     @classmethod
     def from_file(cls, path: str | Path) -> DEADiffModel:
         """Load a converted `.safetensors` file (config in its metadata), with strict key and shape checks."""
-        from stylecodes.models.deadiff.convert import read_converted
-
         config, state_dict = read_converted(Path(path))
         with torch.device("meta"):
             model = cls(**config)
-        from stylecodes.checkpoint import check_state_dict
 
         check_state_dict(model, state_dict, source=str(path))
         model.load_state_dict(state_dict, strict=True, assign=True)
@@ -88,8 +87,6 @@ class DEADiffModel(ModelMixin, ConfigMixin):
     def save_file(self, path: str | Path) -> Path:
         """Write the weights and config in the converter's format (what `from_file` reads)."""
         from safetensors.torch import save_file
-
-        from stylecodes.models.deadiff.convert import CONFIG_METADATA_KEY
 
         config = {key: self.config[key] for key in ("encoder_config", "inner_dims", "content_layers")}
         metadata = {"format": "pt", CONFIG_METADATA_KEY: json.dumps(config, sort_keys=True, default=list)}
