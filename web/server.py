@@ -67,7 +67,10 @@ async def start_web_server(
     """Serve the gallery on host:port from this event loop; returns once it accepts connections."""
     sock = bind(host, port)
     app = create_app(sessions, base_url=base_url, rate_limit=rate_limit)
-    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False, server_header=False)
+    # A bounded graceful shutdown: open keep-alive connections or a slow client never hold up the host's exit.
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, server_header=False, timeout_graceful_shutdown=5
+    )
     server = _EmbeddedServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="web-gallery")
     while not server.started:
