@@ -164,6 +164,16 @@ def _what_to_do_about(spec: ModelVersionSpec, checkpoint: hub.ResolvedCheckpoint
         raise CheckpointError(f"{exc} {hub.redownload_help(spec, checkpoint)}") from exc
 
 
+def load_version_base(spec: ModelVersionSpec) -> tuple[dict[str, Any], str]:
+    """Version `spec`'s SD1.5-family base alone (vae, text_encoder, tokenizer, unet), fp32 on the CPU, and its label.
+
+    What personal-style training needs: a private copy of the base, without the control module or SigLIP.
+    """
+    base = hub.resolve_base_model(spec)
+    components = load_base_components(base)
+    return {name: components[name] for name in ("vae", "text_encoder", "tokenizer", "unet")}, base.label
+
+
 def load_base_components(base: hub.BaseModelSource) -> dict[str, Any]:
     """vae, text_encoder, tokenizer, unet (+ safety_checker, feature_extractor when the folder has them)."""
     try:

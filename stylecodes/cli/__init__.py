@@ -5,6 +5,8 @@
     stylecodes decode C_d_AAI_rQglIvUb1_fC1
     stylecodes mix "C_d_AAI_rQglIvUb1_fC1::2 KDArLSITDi8AAD8hDwQ/Cwk/Li0::1"
     stylecodes random
+    stylecodes forge ./my-images --out my-style.safetensors
+    stylecodes imagine "a lighthouse at dusk" --lora my-style.safetensors
     stylecodes convert-checkpoint controlnet_model_11_80000.bin stylecodes_v1.safetensors
     stylecodes dataset my-set --count 35000
     stylecodes train --dataset my-set --output-dir runs/v2 --version 2
@@ -19,14 +21,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stylecodes.cli import checkpoints, codes, paint, training
+from stylecodes.cli import checkpoints, codes, forge, paint, training
 from stylecodes.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, CliError, common_options, one_line
 from stylecodes.hub import ModelLoadError
 
 # Errors caused by input or environment, reported in one line; anything else is a bug and keeps its traceback.
 # (ValueError covers CodeError, ImageError, UnservedVersionError, CheckpointError and pipeline argument errors.)
 USER_ERRORS: tuple[type[BaseException], ...] = (CliError, ValueError, ModelLoadError, OSError)
-COMMAND_MODULES = (paint, codes, checkpoints, training)  # each adds its subcommands, in this order in --help
+COMMAND_MODULES = (paint, forge, codes, checkpoints, training)  # each adds its subcommands, in this order in --help
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,6 +43,16 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
         "--strength", type=float, default=None,
         help="strength of the style image (or code), 0..1.5 (default 0.9; 1.0 with --mode deadiff, DEADiff's own)",
     )
+    imagine.add_argument(
+        "--lora",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a personal style from `stylecodes forge` (repeatable; combines with --code); its trigger words are "
+        "added to the prompt",
+    )
+    imagine.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength, 0..2 (default 1)")
     imagine.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
     imagine.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance (default 3)")
     imagine.add_argument("--seed", type=int, default=None, help="random seed (default: random, printed)")
@@ -86,7 +96,12 @@ def run_imagine(args: argparse.Namespace) -> int:
     if not deadiff and args.code and args.style_image:
         raise CliError("Give --code or --style-image, not both (or --mode deadiff to combine a code with an image).")
     code = parse_code(args.code) if args.code else None
-    version = version_option(args, default=code.version if code else DEFAULT_VERSION)
+    if not 0.0 <= args.lora_scale <= 2.0:
+        raise CliError(f"--lora-scale must be in 0..2, got {args.lora_scale}.")
+    adapters = _read_adapters(args.lora)
+    forged_on = [a.manifest.model_version for a in adapters if a.manifest is not None]
+    version = version_option(args, default=code.version if code else (forged_on or [DEFAULT_VERSION])[0])
+    _check_adapter_versions(adapters, args.lora, version)
     if code is not None and code.version != version:
         raise UnservedVersionError(code.version, [version])
     if deadiff and not get_spec(version).is_demo:  # the operator's opt-in, before any model is loaded
@@ -107,7 +122,7 @@ def run_imagine(args: argparse.Namespace) -> int:
         styles = (*styles, StyleImage(style_image, DEADIFF_MODE, strength))
     requests = [
         GenerationRequest(
-            prompt=args.prompt,
+            prompt=with_trigger_words(args.prompt, adapters),
             seed=seed + index,
             negative_prompt=args.negative,
             styles=styles,
@@ -123,7 +138,19 @@ def run_imagine(args: argparse.Namespace) -> int:
     if style_image is not None and not deadiff:
         [image_code] = engine.encode([style_image])
         requests = [dataclasses.replace(request, styles=(CodeStyle(image_code, strength),)) for request in requests]
-    results = engine.generate(requests)
+    if adapters:
+        from stylecodes.lora.runtime import LoraAdapterCache
+
+        with LoraAdapterCache(engine.pipeline.unet).active([(adapter, args.lora_scale) for adapter in adapters]):
+            results = engine.generate(requests)
+        loras = [
+            {"sha256": adapter.sha256, "trigger_words": list(adapter.trigger_words), "scale": args.lora_scale}
+            for adapter in adapters
+        ]
+        for result in results:
+            result.metadata["loras"] = loras
+    else:
+        results = engine.generate(requests)
     out = args.out or Path(f"stylecodes-{seed}.png")
     for index, result in enumerate(results):
         path = out if count == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix or '.png'}")
@@ -133,3 +160,29 @@ def run_imagine(args: argparse.Namespace) -> int:
     for warning in dict.fromkeys(warning for result in results for warning in result.warnings):  # once each
         print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _read_adapters(paths: list[Path]) -> list[Any]:
+    """The --lora files, read and checked (SD LoRAs in diffusers' layout) before any model loads."""
+    if not paths:
+        return []
+    from stylecodes.lora.adapter import LoraAdapter
+
+    return [LoraAdapter.read(path) for path in paths]
+
+
+def _check_adapter_versions(adapters: list[Any], paths: list[Path], version: int) -> None:
+    for path, adapter in zip(paths, adapters, strict=True):
+        if adapter.manifest is not None and adapter.manifest.model_version != version:
+            raise CliError(
+                f"--lora {path} was forged on model version {adapter.manifest.model_version}'s base; paint with "
+                f"--model-version {adapter.manifest.model_version}."
+            )
+
+
+def with_trigger_words(prompt: str, adapters: list[Any]) -> str:
+    if not adapters:
+        return prompt
+    from stylecodes.lora.runtime import with_trigger_words as add
+
+    return add(prompt, adapters)

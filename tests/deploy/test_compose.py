@@ -30,6 +30,8 @@ THIRD_PARTY_ENV = {
     "POSTGRES_DB": "the postgres image",
     "POSTGRES_PASSWORD": "the postgres image",
     "REDISCLI_AUTH": "redis-cli, in the redis health check",
+    "MINIO_ROOT_USER": "the minio image",
+    "MINIO_ROOT_PASSWORD": "the minio image (personal styles' object storage)",
     # Read by stylecodes/versions.py from os.environ (the entry points copy .env there first).
     **{
         get_spec(1).env_var(name): "stylecodes.versions: local model paths"
@@ -113,7 +115,7 @@ def settings_env_names() -> set[str]:
 
 def test_compose_file_is_valid_compose_syntax():
     parsed = PyCompose.from_json(json.dumps(COMPOSE))
-    assert set(parsed.service_names()) == {"postgres", "redis", "migrate", "bot", "worker", "web"}
+    assert set(parsed.service_names()) == {"postgres", "redis", "migrate", "bot", "worker", "web", "minio"}
 
 
 def test_compose_validator_rejects_a_misspelt_key():
@@ -229,7 +231,7 @@ def test_bot_data_dir_is_a_volume(monkeypatch):
     assert re.search(rf"chown [^\n]*{data_dir}\b", dockerfile)
 
 
-@pytest.mark.parametrize("service", ["postgres", "redis", "bot", "worker"])
+@pytest.mark.parametrize("service", ["postgres", "redis", "minio", "bot", "worker"])
 def test_health_checks_present(service):
     assert SERVICES[service]["healthcheck"]["test"]
 

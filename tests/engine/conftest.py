@@ -22,6 +22,16 @@ from stylecodes.pipelines.scheduler import make_scheduler
 from stylecodes.versions import VERSIONS, ModelVersionSpec
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules that train the demo model: its ops are tiny, so one thread beats two, and does not stall when
+    other processes share the cores (two OpenMP threads on a busy 2-core machine ran 20x slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def demo_engine() -> StyleEngine:
     return StyleEngine.load(0)
