@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 
 from stylecodes.codec import LATENT_DIM, MAX_LEVEL, StyleCode
 from stylecodes.images import png_bytes
+from stylecodes.versions import VERSIONS
 
 BRAND = discord.Colour(0x7B5CFF)
 ERROR = discord.Colour(0xE5484D)
@@ -93,6 +94,10 @@ def decode_embed(code: StyleCode) -> discord.Embed:
     levels = " ".join(f"{level:2d}" for level in code.levels)
     embed = discord.Embed(title="Decoded stylecode", description=code_block(code), colour=BRAND)
     embed.add_field(name="Encoder version", value=str(code.version), inline=True)
+    spec = VERSIONS.get(code.version)
+    if spec is not None:  # which model made it: two deployments' "version 2" can be different models
+        model = spec.title if spec.short_fingerprint is None else f"{spec.title} · {spec.short_fingerprint}"
+        embed.add_field(name="Model", value=clip(model, FIELD_VALUE_MAX), inline=True)
     embed.add_field(name=f"Levels (0-{MAX_LEVEL})", value=f"```\n{levels}\n```", inline=False)
     embed.set_image(url="attachment://levels.png")
     return embed

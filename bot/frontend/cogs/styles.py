@@ -16,7 +16,7 @@ from bot.frontend.errors import UserError, defer_with_placeholder
 from bot.frontend.views import encode_view, open_style_view
 from registry.models import TAG_MAX, Visibility
 from registry.names import TAG_MIN, normalise_tags
-from stylecodes.codec import random_code
+from stylecodes.prior import has_prior, sample_codes
 
 if TYPE_CHECKING:
     from bot.frontend.app import StylecodesBot
@@ -162,10 +162,15 @@ class Styles(commands.GroupCog, group_name="stylecode", group_description="Style
         embed.add_field(name="Mix", value=embeds.clip(resolved.label, embeds.FIELD_VALUE_MAX))
         await interaction.response.send_message(embed=embed, view=encode_view(resolved.code))
 
-    @app_commands.command(description="A random stylecode: every level equally likely.")
-    async def random(self, interaction: discord.Interaction) -> None:
-        code = random_code(self.bot.settings.model_version)
+    @app_commands.command(description="A random stylecode, drawn from where real styles' codes lie.")
+    @app_commands.describe(uniform="Every level equally likely instead (most such codes match no real picture)")
+    async def random(self, interaction: discord.Interaction, uniform: bool = False) -> None:
+        version = self.bot.settings.model_version
+        learned = not uniform and has_prior(version)  # a version without a learned prior draws uniformly
+        [code] = sample_codes(version, 1, uniform=not learned)
         embed = discord.Embed(title="Random stylecode", description=embeds.code_block(code), colour=embeds.BRAND)
+        how = "the model's learned prior of real styles" if learned else "uniform: every level equally likely"
+        embed.set_footer(text=f"Drawn from {how}.")
         await interaction.response.send_message(embed=embed, view=encode_view(code))
 
     @app_commands.command(description="Show a code's encoder version and its 20 levels.")

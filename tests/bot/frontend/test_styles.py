@@ -13,6 +13,7 @@ from PIL import Image
 
 import registry
 from stylecodes.codec import mix, parse_code
+from stylecodes.versions import get_spec
 from tests.bot.frontend.helpers import CODE, OTHER_CODE, data, reply_to, save
 from tests.bot.frontend.payloads import ALICE, BOB, CHANNEL_ID, GUILD_ID
 
@@ -113,11 +114,16 @@ async def test_mix_random_and_decode(harness, session_factory):
     assert mix(f"{OTHER_CODE}::2 {CODE}::1").canonical in data(reply)["embeds"][0]["description"]
 
     _, reply = await reply_to(harness, "stylecode random")
-    assert parse_code(data(reply)["embeds"][0]["description"].strip("`\n ")).version == 0
+    random_embed = data(reply)["embeds"][0]
+    assert parse_code(random_embed["description"].strip("`\n ")).version == 0
+    assert random_embed["footer"]["text"] == "Drawn from the model's learned prior of real styles."  # the demo has one
+    _, reply = await reply_to(harness, "stylecode random", uniform=True)
+    assert data(reply)["embeds"][0]["footer"]["text"] == "Drawn from uniform: every level equally likely."
 
     _, reply = await reply_to(harness, "stylecode decode", code=CODE)
     shown = {f["name"]: f["value"] for f in data(reply)["embeds"][0]["fields"]}
     assert shown["Encoder version"] == "0"
+    assert shown["Model"] == f"{get_spec(0).title} · {get_spec(0).short_fingerprint}"
     assert [int(v) for v in shown["Levels (0-63)"].strip("`\n ").split()] == list(parse_code(CODE).levels)
     assert [f.filename for f in reply.files] == ["levels.png"]
     assert Image.open(io.BytesIO(reply.files[0].data)).size == (400, 140)
